@@ -1,0 +1,501 @@
+"""Random tabular MDPs: task parameters, a batched torch rollout engine and Gymnasium faces.
+
+Task parameters (:class:`TabularTask`) are frozen and separate from rollout state. The batched
+engine (:func:`rollout`) samples every episode of a batch, and every policy of a batch of
+policies, as one tensor operation per time step; that is where the suite's speed comes from.
+All tensors it returns are time-major: ``[T, B]`` for one policy, ``[T, B, *G]`` for a batch of
+policies with batch shape ``G``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+__all__ = [
+    "TabularMDPEnv",
+    "TabularMDPVectorEnv",
+    "TabularTask",
+    "Trajectory",
+    "alias_table",
+    "policy_log_probs",
+    "random_task",
+    "rollout",
+    "sample_alias",
+    "sample_categorical",
+    "tabular_gather",
+]
+
+
+def _as_float64(name: str, value: Any) -> torch.Tensor:
+    try:
+        tensor = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot be converted to a float tensor ({exc})") from exc
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name}: contains NaN or infinite entries")
+    return tensor.detach().cpu()
+
+
+@dataclass(frozen=True, eq=False)
+class TabularTask:
+    """Parameters of a finite-horizon tabular MDP (immutable; rollout state lives elsewhere).
+
+    Attributes:
+        P: transition probabilities ``[S, A, S]``; ``P[s, a]`` is a distribution over next states.
+        R: deterministic rewards ``[S, A]``.
+        init: initial-state distribution ``[S]``.
+        gamma: discount in ``[0, 1]``.
+        horizon: episode length ``H >= 1``; episodes are truncated (never terminated) at ``H``.
+
+    Tensors are stored as float64 on the CPU; a bad field raises ``ValueError`` naming it.
+    """
+
+    P: torch.Tensor
+    R: torch.Tensor
+    init: torch.Tensor
+    gamma: float
+    horizon: int
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        P = _as_float64("P", self.P)
+        R = _as_float64("R", self.R)
+        init = _as_float64("init", self.init)
+        if P.ndim != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
+            raise ValueError(f"P: expected shape [S, A, S] with S, A >= 1, got {tuple(P.shape)}")
+        S, A = P.shape[0], P.shape[1]
+        if (P < 0).any() or not torch.allclose(P.sum(-1), torch.ones(S, A, dtype=torch.float64), atol=1e-6):
+            raise ValueError("P: every row P[s, a, :] must be a probability distribution (>= 0, sums to 1)")
+        if tuple(R.shape) != (S, A):
+            raise ValueError(f"R: expected shape [S, A] = {[S, A]}, got {list(R.shape)}")
+        if tuple(init.shape) != (S,):
+            raise ValueError(f"init: expected shape [S] = [{S}], got {list(init.shape)}")
+        if (init < 0).any() or abs(float(init.sum()) - 1.0) > 1e-6:
+            raise ValueError("init: must be a probability distribution (>= 0, sums to 1)")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
+            raise ValueError(f"gamma: expected a float in [0, 1], got {self.gamma!r}")
+        if not (0.0 <= float(self.gamma) <= 1.0) or math.isnan(float(self.gamma)):
+            raise ValueError(f"gamma: must lie in [0, 1], got {self.gamma}")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer)):
+            raise ValueError(f"horizon: expected an integer >= 1, got {self.horizon!r}")
+        if int(self.horizon) < 1:
+            raise ValueError(f"horizon: must be >= 1, got {self.horizon}")
+        object.__setattr__(self, "P", P)
+        object.__setattr__(self, "R", R)
+        object.__setattr__(self, "init", init)
+        object.__setattr__(self, "gamma", float(self.gamma))
+        object.__setattr__(self, "horizon", int(self.horizon))
+
+    @property
+    def num_states(self) -> int:
+        return int(self.P.shape[0])
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.P.shape[1])
+
+    def tensors(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """``P``, ``R``, ``init`` and the sampling tables on ``device`` in ``dtype`` (cached)."""
+        key = (str(torch.device(device)), dtype)
+        if key not in self._cache:
+            P = self.P.to(device=device, dtype=dtype)
+            S, A = self.num_states, self.num_actions
+            self._cache[key] = {
+                "P": P,
+                "R": self.R.to(device=device, dtype=dtype),
+                "init": self.init.to(device=device, dtype=dtype),
+                "P_alias": alias_table(P.reshape(S * A, S)),
+                "init_cdf": self.init.to(device=device, dtype=dtype).cumsum(-1),
+            }
+        return self._cache[key]
+
+
+def random_task(
+    num_states: int = 20,
+    num_actions: int = 5,
+    *,
+    gamma: float = 0.8,
+    horizon: int = 20,
+    dirichlet_alpha: float = 0.001,
+    seed: int = 0,
+    start_state: int | None = 0,
+) -> TabularTask:
+    """Draw a random MDP as in Tang et al. (NeurIPS 2021) and Liu et al. (NeurIPS 2022).
+
+    ``P[s, a, :] ~ Dirichlet(dirichlet_alpha * 1)`` (near-deterministic for the default 0.001),
+    ``R[s, a] ~ U[0, 1)`` deterministic, start in ``start_state`` (``None``: uniform start).
+    The same ``seed`` always gives the same task.
+    """
+    for name, value in (("num_states", num_states), ("num_actions", num_actions)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    if not dirichlet_alpha > 0:
+        raise ValueError(f"dirichlet_alpha: must be > 0, got {dirichlet_alpha}")
+    rng = np.random.default_rng(seed)
+    P = _dirichlet(rng, dirichlet_alpha, (num_states, num_actions), num_states)
+    R = rng.random((num_states, num_actions))
+    if start_state is None:
+        init = np.full(num_states, 1.0 / num_states)
+    else:
+        if not 0 <= start_state < num_states:
+            raise ValueError(f"start_state: must lie in [0, {num_states}), got {start_state}")
+        init = np.zeros(num_states)
+        init[start_state] = 1.0
+    return TabularTask(P=torch.from_numpy(P), R=torch.from_numpy(R), init=torch.from_numpy(init),
+                       gamma=gamma, horizon=horizon)
+
+
+def _dirichlet(rng: np.random.Generator, alpha: float, batch: tuple[int, ...], k: int) -> np.ndarray:
+    """Dirichlet samples that stay valid for tiny ``alpha`` (Gamma draws in log space).
+
+    For alpha << 1, Gamma(alpha) draws underflow to 0 in float64; with U ~ U(0, 1),
+    Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha), so log-draws are computed exactly and then
+    normalised with a log-sum-exp.
+    """
+    log_g = np.log(rng.gamma(alpha + 1.0, size=(*batch, k))) + np.log(rng.random((*batch, k))) / alpha
+    log_g -= log_g.max(-1, keepdims=True)
+    p = np.exp(log_g)
+    return p / p.sum(-1, keepdims=True)
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """A time-major batch of episodes produced by :func:`rollout`.
+
+    Shapes: ``[T, B, *G]`` with ``T`` the horizon, ``B`` episodes per policy and ``G`` the batch
+    shape of the policies (empty for one policy).
+
+    Attributes:
+        states, actions: long tensors ``[T, B, *G]``; ``s_t`` and ``a_t``.
+        rewards: ``[T, B, *G]``; ``R[s_t, a_t]``.
+        log_probs: ``[T, B, *G]``; ``log pi(a_t | s_t)``, differentiable w.r.t. the logits.
+        behaviour_log_probs: ``[T, B, *G]``; the same values, cut from the graph (the policy
+            that generated the data, for importance weights).
+        discounts: ``[T, B, *G]``; per-step discount ``gamma * (1 - terminated_t)`` applied
+            between step ``t`` and ``t + 1``.
+        terminated, truncated: bool ``[T, B, *G]``; kept separate. Tabular episodes never
+            terminate; ``truncated`` is true at the last step.
+        final_states: long ``[B, *G]``; ``s_T``, for bootstrapping.
+    """
+
+    states: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    log_probs: torch.Tensor
+    behaviour_log_probs: torch.Tensor
+    discounts: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_states: torch.Tensor
+
+    @property
+    def horizon(self) -> int:
+        return int(self.states.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.states.shape[1])
+
+
+def sample_categorical(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: index of the first entry of ``cdf[..., k]`` above ``u[...]``.
+
+    Args:
+        cdf: ``[..., K]`` cumulative probabilities (non-decreasing, last entry ~1).
+        u: ``[...]`` uniforms in ``[0, 1)``.
+    Returns:
+        long ``[...]`` in ``[0, K)`` (clamped against round-off in the last cdf entry).
+    """
+    k = cdf.shape[-1]
+    return (u.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=k - 1)
+
+
+def alias_table(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walker alias tables for a batch of categorical distributions (built with K-1 batched steps).
+
+    Each step pairs the smallest unfinished scaled probability ``q_i = K p_i <= 1`` of every row
+    with the row's largest ``q_j >= 1``: bucket ``i`` keeps ``q_i`` for itself and sends the rest
+    to ``j`` (``q_j -= 1 - q_i``). Sampling then costs O(1) per draw (:func:`sample_alias`).
+
+    Args:
+        probs: ``[..., K]`` probabilities (rows sum to 1).
+    Returns:
+        ``(threshold [..., K], alias long [..., K])``.
+    """
+    k = probs.shape[-1]
+    q = (probs * k).reshape(-1, k).clone()
+    rows = torch.arange(q.shape[0], device=q.device)
+    threshold = torch.ones_like(q)
+    alias = torch.arange(k, device=q.device).expand_as(q).clone()
+    done = torch.zeros_like(q, dtype=torch.bool)
+    for _ in range(k - 1):
+        i = torch.where(done, torch.full_like(q, math.inf), q).argmin(-1)
+        j = torch.where(done, torch.full_like(q, -math.inf), q).argmax(-1)
+        qi = q[rows, i].clamp(max=1.0)
+        threshold[rows, i] = qi
+        alias[rows, i] = j
+        q[rows, j] -= 1.0 - qi
+        done[rows, i] = True
+    return threshold.reshape(probs.shape), alias.reshape(probs.shape)
+
+
+def sample_alias(threshold: torch.Tensor, alias: torch.Tensor, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Draw from rows of alias tables with one uniform per draw.
+
+    Args:
+        threshold, alias: ``[N, K]`` tables from :func:`alias_table`.
+        row: long ``[...]`` row index per draw.
+        u: ``[...]`` uniforms in ``[0, 1)``.
+    Returns:
+        long ``[...]`` category per draw: ``j = floor(K u)`` is kept when the fractional part
+        of ``K u`` is below ``threshold[row, j]``, else ``alias[row, j]`` is returned.
+    """
+    k = threshold.shape[-1]
+    x = u * k
+    j = x.long().clamp_(max=k - 1)
+    flat = row * k + j
+    return torch.where(x - j < threshold.reshape(-1)[flat], j, alias.reshape(-1)[flat])
+
+
+def tabular_gather(table: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``table[g, s_t, a_t]`` for a batch of ``[S, A]`` tables, keeping the graph of ``table``.
+
+    Args:
+        table: ``[*G, S, A]`` (e.g. log-probabilities or an intrinsic reward).
+        states, actions: long ``[T, B, *G]``.
+    Returns:
+        ``[T, B, *G]``.
+    """
+    batch_shape = table.shape[:-2]
+    S, A = table.shape[-2:]
+    g = int(math.prod(batch_shape))
+    offset = (torch.arange(g, device=table.device) * (S * A)).reshape(batch_shape)
+    return table.reshape(-1)[offset + states * A + actions]
+
+
+def policy_log_probs(logits: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[s_t, a_t]`` for a batch of tabular policies, differentiable.
+
+    Args:
+        logits: ``[*G, S, A]`` policy logits.
+        states, actions: long ``[T, B, *G]``.
+    Returns:
+        ``[T, B, *G]`` log-probabilities.
+    """
+    return tabular_gather(torch.log_softmax(logits, -1), states, actions)
+
+
+def _check_logits(task: TabularTask, logits: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"logits: expected a torch.Tensor, got {type(logits).__name__}")
+    if logits.ndim < 2 or tuple(logits.shape[-2:]) != (task.num_states, task.num_actions):
+        raise ValueError(
+            f"logits: expected shape [..., S, A] = [..., {task.num_states}, {task.num_actions}], "
+            f"got {list(logits.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise ValueError(f"logits: expected a floating-point tensor, got {logits.dtype}")
+    if not torch.isfinite(logits.detach()).all():
+        raise ValueError("logits: contains NaN or infinite entries")
+
+
+def rollout(
+    task: TabularTask,
+    logits: torch.Tensor,
+    num_episodes: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Trajectory:
+    """Sample ``num_episodes`` length-``H`` episodes of softmax(``logits``) in ``task``, batched.
+
+    One tensor operation per time step samples every episode of every policy: no Python loop
+    over episodes or policies. Log-probabilities are gathered once at the end, so they carry the
+    autograd graph of ``logits`` (to any order).
+
+    Args:
+        task: the MDP.
+        logits: ``[S, A]`` for one policy, or ``[*G, S, A]`` for a batch of policies; each
+            policy gets its own ``num_episodes`` episodes.
+        num_episodes: episodes per policy, ``B >= 1``.
+        generator: source of randomness (on ``device``); the same seed gives the same episodes.
+        device: where to simulate; defaults to ``logits.device``.
+    Returns:
+        A :class:`Trajectory` with tensors ``[T, B, *G]`` (``[T, B]`` for one policy).
+    """
+    _check_logits(task, logits)
+    if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
+        raise ValueError(f"num_episodes: expected an integer >= 1, got {num_episodes!r}")
+    device = torch.device(device) if device is not None else logits.device
+    logits = logits.to(device)
+    dtype = logits.dtype
+    tables = task.tensors(device, dtype)
+    S, A, H = task.num_states, task.num_actions, task.horizon
+    batch_shape = tuple(logits.shape[:-2])
+    g = int(math.prod(batch_shape))
+    B = int(num_episodes)
+
+    with torch.no_grad():
+        pi_threshold, pi_alias = alias_table(torch.softmax(logits.detach().reshape(g * S, A), -1))
+        P_threshold, P_alias = tables["P_alias"]
+        offset = torch.arange(g, device=device) * S  # [g]: row of state 0 of each policy
+        # all uniforms at once: [H + 1, 2, B, g] (the initial state uses index H)
+        u = torch.rand((H + 1, 2, B, g), generator=generator, device=device, dtype=dtype)
+        states = torch.empty((H, B, g), dtype=torch.long, device=device)
+        actions = torch.empty((H, B, g), dtype=torch.long, device=device)
+        s = sample_categorical(tables["init_cdf"], u[H, 0])
+        for t in range(H):
+            a = sample_alias(pi_threshold, pi_alias, offset + s, u[t, 0])
+            states[t] = s
+            actions[t] = a
+            s = sample_alias(P_threshold, P_alias, s * A + a, u[t, 1])
+        rewards = tables["R"][states, actions]
+
+    shape = (H, B, *batch_shape)
+    states = states.reshape(shape)
+    actions = actions.reshape(shape)
+    log_probs = policy_log_probs(logits, states, actions)
+    terminated = torch.zeros(shape, dtype=torch.bool, device=device)
+    truncated = torch.zeros(shape, dtype=torch.bool, device=device)
+    truncated[-1] = True
+    return Trajectory(
+        states=states,
+        actions=actions,
+        rewards=rewards.reshape(shape),
+        log_probs=log_probs,
+        behaviour_log_probs=log_probs.detach(),
+        discounts=torch.full(shape, task.gamma, dtype=dtype, device=device),
+        terminated=terminated,
+        truncated=truncated,
+        final_states=s.reshape(B, *batch_shape),
+    )
+
+
+def _task_from_kwargs(task: TabularTask | None, seed: int | None, task_kwargs: dict) -> TabularTask:
+    if task is not None:
+        if not isinstance(task, TabularTask):
+            raise ValueError(f"task: expected a TabularTask, got {type(task).__name__}")
+        if task_kwargs:
+            raise ValueError(f"task given: do not also pass generator arguments {sorted(task_kwargs)}")
+        return task
+    return random_task(seed=0 if seed is None else seed, **task_kwargs)
+
+
+class TabularMDPEnv(gym.Env):
+    """Gymnasium face of a :class:`TabularTask` (id ``MetaGrad/TabularMDP-v0``).
+
+    Observations and actions are ``Discrete``; episodes are truncated at the horizon (never
+    terminated). Pass ``task=`` or let ``task_seed`` and the :func:`random_task` keyword
+    arguments draw one. ``info["step"]`` counts steps within the episode.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, task: TabularTask | None = None, task_seed: int | None = None,
+                 render_mode: str | None = None, **task_kwargs: Any) -> None:
+        self.task = _task_from_kwargs(task, task_seed, task_kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.observation_space = spaces.Discrete(self.task.num_states)
+        self.action_space = spaces.Discrete(self.task.num_actions)
+        self._P = self.task.P.numpy()
+        self._R = self.task.R.numpy()
+        self._init = self.task.init.numpy()
+        self._state = 0
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._state = int(self.np_random.choice(self.task.num_states, p=self._init))
+        self._t = 0
+        return self._state, {"step": 0}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action: expected an integer in [0, {self.task.num_actions}), got {action!r}")
+        a = int(action)
+        reward = float(self._R[self._state, a])
+        self._state = int(self.np_random.choice(self.task.num_states, p=self._P[self._state, a]))
+        self._t += 1
+        truncated = self._t >= self.task.horizon
+        return self._state, reward, False, truncated, {"step": self._t}
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return f"t={self._t} state={self._state}"
+        return None
+
+
+class TabularMDPVectorEnv(VectorEnv):
+    """``num_envs`` copies of one tabular MDP stepped by the batched torch engine.
+
+    Reached through ``gymnasium.make_vec("MetaGrad/TabularMDP-v0", num_envs=N)``. Observations
+    and rewards are numpy arrays; autoreset follows Gymnasium's default ``NEXT_STEP`` mode (the
+    step after a truncation resets that sub-environment and ignores its action).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, task: TabularTask | None = None, task_seed: int | None = None,
+                 device: str | torch.device = "cpu", **task_kwargs: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
+        self.task = _task_from_kwargs(task, task_seed, task_kwargs)
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.single_observation_space = spaces.Discrete(self.task.num_states)
+        self.single_action_space = spaces.Discrete(self.task.num_actions)
+        self.observation_space = spaces.MultiDiscrete(np.full(self.num_envs, self.task.num_states))
+        self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, self.task.num_actions))
+        self._tables = self.task.tensors(self.device, torch.float64)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.seed()
+        self._states = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self._needs_reset = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+
+    def _sample_init(self, n: int) -> torch.Tensor:
+        u = torch.rand(n, generator=self._generator, device=self.device, dtype=torch.float64)
+        return sample_categorical(self._tables["init_cdf"], u)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._generator.manual_seed(int(seed))
+        self._states = self._sample_init(self.num_envs)
+        self._t.zero_()
+        self._needs_reset.zero_()
+        return self._states.cpu().numpy(), {}
+
+    def step(self, actions):
+        a = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.device).reshape(-1)
+        if a.shape[0] != self.num_envs:
+            raise ValueError(f"actions: expected {self.num_envs} actions, got {a.shape[0]}")
+        if ((a < 0) | (a >= self.task.num_actions)).any():
+            raise ValueError(f"actions: every action must lie in [0, {self.task.num_actions})")
+        A = self.task.num_actions
+        u = torch.rand(self.num_envs, generator=self._generator, device=self.device, dtype=torch.float64)
+        rewards = self._tables["R"][self._states, a]
+        next_states = sample_alias(*self._tables["P_alias"], self._states * A + a, u)
+        self._t += 1
+        # NEXT_STEP autoreset: sub-environments that truncated last step restart now.
+        reset_mask = self._needs_reset
+        if reset_mask.any():
+            next_states = torch.where(reset_mask, self._sample_init(self.num_envs), next_states)
+            rewards = torch.where(reset_mask, torch.zeros_like(rewards), rewards)
+            self._t = torch.where(reset_mask, torch.zeros_like(self._t), self._t)
+        truncated = (self._t >= self.task.horizon) & ~reset_mask
+        self._states = next_states
+        self._needs_reset = truncated.clone()
+        terminated = torch.zeros_like(truncated)
+        return (self._states.cpu().numpy(), rewards.cpu().numpy(), terminated.cpu().numpy(),
+                truncated.cpu().numpy(), {})

@@ -1,0 +1,365 @@
+"""Decomposed meta-gradients: each stage of a K-step inner loop exact or estimated.
+
+Liu et al. (NeurIPS 2022, arXiv 2112.15400) split a GMRL meta-gradient into three stages, each
+computed exactly or from its own samples:
+
+* ``inner``: the forward value of each inner update ``theta + alpha g_inner(theta)``;
+* ``hessian``: the Jacobian of each inner update, through ``g_hess`` (created with a graph);
+* ``outer``: the gradient of the outer objective at ``theta_K``.
+
+They are combined straight-through::
+
+    theta_{k+1} = stop(theta_k + alpha g_inner) + (theta_k + alpha g_hess) - stop(theta_k + alpha g_hess)
+
+so the value follows the inner estimate and the derivative follows the Hessian estimate.
+Combinations are named by three letters (inner, hessian, outer), ``e`` exact, ``l`` estimated:
+``eel, ele, lee, ell, lel, lle, lll`` (and ``eee``, which equals the exact meta-gradient).
+
+All R repetitions of a cell are one batch of ``R`` independent parameter copies ``[R, S, A]``
+sampled together by the batched engine (no Python loop over repetitions or trajectories).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from envs.tabular import TabularTask, Trajectory, policy_log_probs, rollout, tabular_gather
+from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
+from metagrad.exact import OBJECTIVES, lirpg_meta_gradient, maml_meta_gradient, tabular_return, tabular_values
+
+__all__ = [
+    "COMBINATIONS",
+    "CRITIC_KINDS",
+    "META_PARAMETERS",
+    "CriticSpec",
+    "MetaGradientSpec",
+    "StageSpec",
+    "critic_values",
+    "detached_leaf",
+    "exact_meta_gradient",
+    "sample_meta_gradients",
+    "straight_through",
+]
+
+COMBINATIONS = ("eel", "ele", "lee", "ell", "lel", "lle", "lll")
+CRITIC_KINDS = ("noisy_exact", "zero", "learned")
+META_PARAMETERS = ("logits", "intrinsic_reward")
+
+
+def straight_through(value: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
+    """``stop(value) + path - stop(path)``: the value of ``value``, the derivatives of ``path``."""
+    return stop_gradient(value) + path - stop_gradient(path)
+
+
+def detached_leaf(x: torch.Tensor) -> torch.Tensor:
+    """A fresh leaf with ``x``'s value and no history (for a forward-only gradient evaluation)."""
+    return stop_gradient(x).clone().requires_grad_(True)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CriticSpec:
+    """The critic of the advantage-based estimators (never differentiated).
+
+    ``kind``:
+      * ``"noisy_exact"``: ``V_exact + noise * N(0, 1) * ||V_exact|| / |S|``, fresh per estimate
+        (the papers' protocol; for the finite objective ``V_t`` is time-dependent and the norm is
+        taken per time step, so the bootstrap ``V_H = 0`` stays exact);
+      * ``"zero"``: no baseline (advantages are rewards-to-go);
+      * ``"learned"``: a tabular Monte Carlo fit from ``learned_episodes`` independent episodes.
+    """
+
+    kind: str = "noisy_exact"
+    noise: float = 0.0
+    learned_episodes: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in CRITIC_KINDS:
+            raise ValueError(f"critic.kind: expected one of {CRITIC_KINDS}, got {self.kind!r}")
+        if not self.noise >= 0:
+            raise ValueError(f"critic.noise: must be >= 0, got {self.noise}")
+        _check_int("critic.learned_episodes", self.learned_episodes, 1)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: ``estimator`` (a registered name or ``"exact"``), ``n`` fresh episodes per
+    estimate, ``replay`` extra episodes from the behaviour policy at ``theta_0`` reweighted by
+    importance ratios (needs an off-policy estimator), and estimator keyword ``params``."""
+
+    estimator: str = "exact"
+    n: int = 0
+    replay: int = 0
+    params: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.estimator != "exact":
+            info = get_estimator(self.estimator)
+            _check_int("n", self.n, 1)
+            _check_int("replay", self.replay, 0)
+            if self.replay and not info.off_policy:
+                raise ValueError(
+                    f"replay: estimator {self.estimator!r} cannot use replayed trajectories; "
+                    "use an off-policy estimator such as 'off_policy_dice'"
+                )
+        elif self.replay:
+            raise ValueError("replay: an exact stage uses no trajectories")
+        object.__setattr__(self, "params", tuple(sorted(dict(self.params).items())))
+
+    @property
+    def is_exact(self) -> bool:
+        return self.estimator == "exact"
+
+
+@dataclass(frozen=True)
+class MetaGradientSpec:
+    """How to compute one meta-gradient estimate (see the module docstring).
+
+    Attributes:
+        inner, hessian, outer: the three stages.
+        inner_steps: K >= 0; inner_lr: alpha.
+        objective: ``"finite"`` (what the samples estimate) or ``"infinite"`` (paper parity).
+        critic: the critic of advantage-based estimators.
+        first_order: drop the Jacobian (FOMAML): ``d theta_{k+1} / d theta_k = I``.
+        meta_parameter: ``"logits"`` (MAML, phi = theta_0) or ``"intrinsic_reward"`` (LIRPG, phi = eta).
+        hessian_bias: ``c`` of the injected Hessian bias: ``mean(theta^2 (c + hessian_bias_noise eps))``
+            added to the Jacobian path only, eps ~ N(0, 1) fresh per step; ``None``: none.
+    """
+
+    inner: StageSpec = field(default_factory=StageSpec)
+    hessian: StageSpec = field(default_factory=StageSpec)
+    outer: StageSpec = field(default_factory=StageSpec)
+    inner_steps: int = 1
+    inner_lr: float = 10.0
+    objective: str = "finite"
+    critic: CriticSpec = field(default_factory=CriticSpec)
+    first_order: bool = False
+    meta_parameter: str = "logits"
+    hessian_bias: float | None = None
+    hessian_bias_noise: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("inner", "hessian", "outer"):
+            if not isinstance(getattr(self, name), StageSpec):
+                raise ValueError(f"{name}: expected a StageSpec, got {type(getattr(self, name)).__name__}")
+        _check_int("inner_steps", self.inner_steps, 0)
+        if not isinstance(self.inner_lr, (int, float)) or self.inner_lr != self.inner_lr:
+            raise ValueError(f"inner_lr: expected a finite number, got {self.inner_lr!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        if self.meta_parameter not in META_PARAMETERS:
+            raise ValueError(f"meta_parameter: expected one of {META_PARAMETERS}, got {self.meta_parameter!r}")
+        if self.hessian_bias is not None and not self.hessian_bias >= 0:
+            raise ValueError(f"hessian_bias: must be >= 0 or None, got {self.hessian_bias}")
+
+    @property
+    def combination(self) -> str:
+        """The three-letter stage code, e.g. ``"lel"``."""
+        return "".join("e" if s.is_exact else "l" for s in (self.inner, self.hessian, self.outer))
+
+    @classmethod
+    def from_combination(cls, combination: str, estimator: str, n: int, **kwargs: Any) -> MetaGradientSpec:
+        """Spec with ``estimator`` and ``n`` episodes at every ``l`` stage of ``combination``."""
+        if len(combination) != 3 or set(combination) - {"e", "l"}:
+            raise ValueError(f"combination: expected three letters from 'e'/'l' such as 'lel', got {combination!r}")
+        stages = [StageSpec() if c == "e" else StageSpec(estimator, n) for c in combination]
+        return cls(inner=stages[0], hessian=stages[1], outer=stages[2], **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def critic_values(
+    table: torch.Tensor, states: torch.Tensor, final_states: torch.Tensor, objective: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic values along trajectories from per-policy value tables.
+
+    Args:
+        table: ``[R, H + 1, S]`` (finite, time-dependent) or ``[R, S]`` (infinite).
+        states: long ``[T, B, R]``; final_states: long ``[B, R]`` (``s_T``).
+    Returns:
+        ``(values [T, B, R], bootstrap_value [B, R])``.
+    """
+    T = states.shape[0]
+    if objective == "finite":
+        R, H1, S = table.shape
+        time = torch.arange(T, device=table.device).reshape(T, 1, 1)
+        base = torch.arange(R, device=table.device) * (H1 * S)
+        flat = table.reshape(-1)
+        return flat[base + time * S + states], flat[base + T * S + final_states]
+    R, S = table.shape
+    base = torch.arange(R, device=table.device) * S
+    flat = table.reshape(-1)
+    return flat[base + states], flat[base + final_states]
+
+
+class _Sampler:
+    """State of one batched meta-gradient computation (task, spec, randomness, meta-parameters)."""
+
+    def __init__(self, task: TabularTask, spec: MetaGradientSpec, repeats: int,
+                 generator: torch.Generator | None, eta: torch.Tensor | None) -> None:
+        self.task, self.spec, self.repeats, self.generator, self.eta = task, spec, repeats, generator, eta
+        self.replays: dict[str, Trajectory] = {}
+
+    def reward_table(self, role: str) -> torch.Tensor | None:
+        """``R + eta`` for the inner loop of LIRPG, else ``None`` (the task's own ``R``)."""
+        if self.eta is None or role == "outer":
+            return None
+        return self.task.R.to(self.eta) + self.eta
+
+    def critic_table(self, theta: torch.Tensor, role: str) -> torch.Tensor:
+        spec = self.spec.critic
+        theta = stop_gradient(theta)
+        reward = self.reward_table(role)
+        reward = None if reward is None else stop_gradient(reward)
+        if spec.kind == "learned":
+            return self._learned_critic(theta, role)
+        exact = tabular_values(self.task, theta, self.spec.objective, reward=reward)
+        if spec.kind == "zero":
+            return torch.zeros_like(exact)
+        if spec.noise == 0:
+            return exact
+        noise = torch.randn(exact.shape, generator=self.generator, device=exact.device, dtype=exact.dtype)
+        scale = exact.norm(dim=-1, keepdim=True) / self.task.num_states
+        return exact + spec.noise * noise * scale
+
+    def _learned_critic(self, theta: torch.Tensor, role: str) -> torch.Tensor:
+        """Tabular Monte Carlo fit of the value from independent episodes (0 where unvisited)."""
+        traj = rollout(self.task, theta, self.spec.critic.learned_episodes, generator=self.generator)
+        rewards = self._rewards(traj, role)
+        returns = discounted_returns(stop_gradient(rewards), traj.discounts)  # [T, B, R]
+        T, _, R = traj.states.shape
+        S = self.task.num_states
+        if self.spec.objective == "finite":
+            time = torch.arange(T, device=theta.device).reshape(T, 1, 1)
+            index = (torch.arange(R, device=theta.device) * ((T + 1) * S) + time * S + traj.states).reshape(-1)
+            size = R * (T + 1) * S
+            shape = (R, T + 1, S)
+        else:
+            index = (torch.arange(R, device=theta.device) * S + traj.states).reshape(-1)
+            size, shape = R * S, (R, S)
+        total = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(0, index, returns.reshape(-1))
+        count = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(
+            0, index, torch.ones_like(returns.reshape(-1)))
+        return (total / count.clamp(min=1)).reshape(shape)
+
+    def _rewards(self, traj: Trajectory, role: str) -> torch.Tensor:
+        if self.eta is None or role == "outer":
+            return traj.rewards
+        return traj.rewards + tabular_gather(self.eta, traj.states, traj.actions)
+
+    def objective(self, stage: StageSpec, theta: torch.Tensor, role: str) -> torch.Tensor:
+        """Scalar whose gradient w.r.t. ``theta [R, S, A]`` is the stage's per-repeat estimate."""
+        if stage.is_exact:
+            return tabular_return(self.task, theta, self.spec.objective, reward=self.reward_table(role)).sum()
+        info = get_estimator(stage.estimator)
+        traj = rollout(self.task, theta, stage.n, generator=self.generator)
+        log_probs, behaviour = traj.log_probs, traj.behaviour_log_probs
+        rewards, discounts = self._rewards(traj, role), traj.discounts
+        states, finals = traj.states, traj.final_states
+        if stage.replay:
+            replay = self.replays[role]
+            log_probs = torch.cat([log_probs, policy_log_probs(theta, replay.states, replay.actions)], dim=1)
+            behaviour = torch.cat([behaviour, replay.behaviour_log_probs], dim=1)
+            rewards = torch.cat([rewards, self._rewards(replay, role)], dim=1)
+            discounts = torch.cat([discounts, replay.discounts], dim=1)
+            states = torch.cat([states, replay.states], dim=1)
+            finals = torch.cat([finals, replay.final_states], dim=0)
+        values = bootstrap = None
+        if info.uses_critic and self.spec.critic.kind != "zero":
+            table = self.critic_table(theta, role)
+            values, bootstrap = critic_values(table, states, finals, self.spec.objective)
+        surrogate = info.fn(log_probs, rewards, discounts, behaviour_log_probs=behaviour,
+                            values=values, bootstrap_value=bootstrap, **dict(stage.params))
+        return surrogate.mean(0).sum()
+
+    def injected_bias(self, theta: torch.Tensor) -> torch.Tensor:
+        eps = torch.randn(theta.shape, generator=self.generator, device=theta.device, dtype=theta.dtype)
+        c = self.spec.hessian_bias
+        return (theta**2 * (c + self.spec.hessian_bias_noise * eps)).mean((-2, -1)).sum()
+
+
+def _batched(x: torch.Tensor, repeats: int) -> torch.Tensor:
+    return x.detach().to(torch.float64).expand(repeats, *x.shape[-2:]).clone().requires_grad_(True)
+
+
+def sample_meta_gradients(
+    task: TabularTask,
+    logits: torch.Tensor,
+    spec: MetaGradientSpec,
+    repeats: int,
+    *,
+    generator: torch.Generator | None = None,
+    eta: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``repeats`` independent meta-gradient estimates under ``spec``, sampled as one batch.
+
+    Args:
+        task: the MDP.
+        logits: ``[S, A]`` initial policy logits ``theta_0``.
+        spec: the per-stage recipe.
+        repeats: ``R >= 1`` independent estimates.
+        generator: randomness for rollouts, critic noise and injected bias.
+        eta: ``[S, A]`` intrinsic reward, required for ``meta_parameter="intrinsic_reward"``.
+    Returns:
+        ``[R, S, A]`` float64 estimates of ``d J_out(theta_K) / d phi`` (phi = theta_0 or eta).
+    """
+    _check_int("repeats", repeats, 1)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (task.num_states, task.num_actions):
+        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits: expected shape [S, A] = [{task.num_states}, {task.num_actions}], got {got}")
+    lirpg = spec.meta_parameter == "intrinsic_reward"
+    if lirpg and (eta is None or tuple(eta.shape) != tuple(logits.shape)):
+        raise ValueError("eta: meta_parameter='intrinsic_reward' needs an intrinsic reward table [S, A]")
+    with torch.enable_grad():
+        theta0 = _batched(logits, repeats)
+        eta_r = _batched(eta.to(logits.device), repeats) if lirpg else None
+        meta_param = eta_r if lirpg else theta0
+        sampler = _Sampler(task, spec, repeats, generator, eta_r)
+        for role in ("inner", "hessian", "outer"):
+            stage = getattr(spec, role)
+            if stage.replay:
+                sampler.replays[role] = rollout(task, stop_gradient(theta0), stage.replay, generator=generator)
+
+        theta = theta0
+        for _ in range(spec.inner_steps):
+            leaf = detached_leaf(theta)
+            (g_inner,) = torch.autograd.grad(sampler.objective(spec.inner, leaf, "inner"), leaf)
+            if spec.first_order:
+                path = theta
+            else:
+                hess_obj = sampler.objective(spec.hessian, theta, "hessian")
+                if spec.hessian_bias is not None:
+                    hess_obj = hess_obj + sampler.injected_bias(theta)
+                (g_hess,) = torch.autograd.grad(hess_obj, theta, create_graph=True)
+                path = theta + spec.inner_lr * g_hess
+            theta = straight_through(theta + spec.inner_lr * g_inner, path)
+
+        outer = sampler.objective(spec.outer, theta, "outer")
+        (meta_grad,) = torch.autograd.grad(outer, meta_param, allow_unused=True)
+    if meta_grad is None:
+        return torch.zeros_like(meta_param).detach()
+    return meta_grad.detach()
+
+
+def exact_meta_gradient(
+    task: TabularTask, logits: torch.Tensor, spec: MetaGradientSpec, *, eta: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The exact float64 meta-gradient that ``spec`` estimates (no injected bias, exact Jacobian).
+
+    ``first_order`` specs are still scored against the true meta-gradient: the first-order
+    approximation is a bias source like any other.
+    """
+    if spec.meta_parameter == "intrinsic_reward":
+        if eta is None:
+            raise ValueError("eta: meta_parameter='intrinsic_reward' needs an intrinsic reward table [S, A]")
+        return lirpg_meta_gradient(task, logits, eta, spec.inner_steps, spec.inner_lr, spec.objective)
+    return maml_meta_gradient(task, logits, spec.inner_steps, spec.inner_lr, spec.objective)
