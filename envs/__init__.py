@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 ENV_IDS: dict[str, str] = {
-    "MetaGrad/TabularMDP-v0": "random tabular MDP (Tang et al. 2021; Liu et al. 2022), truncated at the horizon",
+    "MetaGrad/TabularMDP-v0": (
+        "random tabular MDP (Tang et al. 2021; Liu et al. 2022), truncated at the horizon"
+    ),
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -149,8 +149,13 @@ def random_task(
             raise ValueError(f"start_state: must lie in [0, {num_states}), got {start_state}")
         init = np.zeros(num_states)
         init[start_state] = 1.0
-    return TabularTask(P=torch.from_numpy(P), R=torch.from_numpy(R), init=torch.from_numpy(init),
-                       gamma=gamma, horizon=horizon)
+    return TabularTask(
+        P=torch.from_numpy(P),
+        R=torch.from_numpy(R),
+        init=torch.from_numpy(init),
+        gamma=gamma,
+        horizon=horizon,
+    )
 
 
 def _dirichlet(rng: np.random.Generator, alpha: float, batch: tuple[int, ...], k: int) -> np.ndarray:
@@ -247,7 +252,9 @@ def alias_table(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return threshold.reshape(probs.shape), alias.reshape(probs.shape)
 
 
-def sample_alias(threshold: torch.Tensor, alias: torch.Tensor, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def sample_alias(
+    threshold: torch.Tensor, alias: torch.Tensor, row: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
     """Draw from rows of alias tables with one uniform per draw.
 
     Args:
@@ -397,13 +404,20 @@ class TabularMDPEnv(gym.Env):
     arguments draw one. ``info["step"]`` counts steps within the episode.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
 
-    def __init__(self, task: TabularTask | None = None, task_seed: int | None = None,
-                 render_mode: str | None = None, **task_kwargs: Any) -> None:
+    def __init__(
+        self,
+        task: TabularTask | None = None,
+        task_seed: int | None = None,
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ) -> None:
         self.task = _task_from_kwargs(task, task_seed, task_kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self.observation_space = spaces.Discrete(self.task.num_states)
         self.action_space = spaces.Discrete(self.task.num_actions)
@@ -443,10 +457,16 @@ class TabularMDPVectorEnv(VectorEnv):
     step after a truncation resets that sub-environment and ignores its action).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int = 1, task: TabularTask | None = None, task_seed: int | None = None,
-                 device: str | torch.device = "cpu", **task_kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_envs: int = 1,
+        task: TabularTask | None = None,
+        task_seed: int | None = None,
+        device: str | torch.device = "cpu",
+        **task_kwargs: Any,
+    ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
         self.task = _task_from_kwargs(task, task_seed, task_kwargs)
@@ -497,5 +517,10 @@ class TabularMDPVectorEnv(VectorEnv):
         self._states = next_states
         self._needs_reset = truncated.clone()
         terminated = torch.zeros_like(truncated)
-        return (self._states.cpu().numpy(), rewards.cpu().numpy(), terminated.cpu().numpy(),
-                truncated.cpu().numpy(), {})
+        return (
+            self._states.cpu().numpy(),
+            rewards.cpu().numpy(),
+            terminated.cpu().numpy(),
+            truncated.cpu().numpy(),
+            {},
+        )

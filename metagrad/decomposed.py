@@ -156,7 +156,9 @@ class MetaGradientSpec:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if self.meta_parameter not in META_PARAMETERS:
-            raise ValueError(f"meta_parameter: expected one of {META_PARAMETERS}, got {self.meta_parameter!r}")
+            raise ValueError(
+                f"meta_parameter: expected one of {META_PARAMETERS}, got {self.meta_parameter!r}"
+            )
         if self.hessian_bias is not None and not self.hessian_bias >= 0:
             raise ValueError(f"hessian_bias: must be >= 0 or None, got {self.hessian_bias}")
 
@@ -169,7 +171,9 @@ class MetaGradientSpec:
     def from_combination(cls, combination: str, estimator: str, n: int, **kwargs: Any) -> MetaGradientSpec:
         """Spec with ``estimator`` and ``n`` episodes at every ``l`` stage of ``combination``."""
         if len(combination) != 3 or set(combination) - {"e", "l"}:
-            raise ValueError(f"combination: expected three letters from 'e'/'l' such as 'lel', got {combination!r}")
+            raise ValueError(
+                f"combination: expected three letters from 'e'/'l' such as 'lel', got {combination!r}"
+            )
         stages = [StageSpec() if c == "e" else StageSpec(estimator, n) for c in combination]
         return cls(inner=stages[0], hessian=stages[1], outer=stages[2], **kwargs)
 
@@ -204,8 +208,14 @@ def critic_values(
 class _Sampler:
     """State of one batched meta-gradient computation (task, spec, randomness, meta-parameters)."""
 
-    def __init__(self, task: TabularTask, spec: MetaGradientSpec, repeats: int,
-                 generator: torch.Generator | None, eta: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        task: TabularTask,
+        spec: MetaGradientSpec,
+        repeats: int,
+        generator: torch.Generator | None,
+        eta: torch.Tensor | None,
+    ) -> None:
         self.task, self.spec, self.repeats, self.generator, self.eta = task, spec, repeats, generator, eta
         self.replays: dict[str, Trajectory] = {}
 
@@ -240,15 +250,20 @@ class _Sampler:
         S = self.task.num_states
         if self.spec.objective == "finite":
             time = torch.arange(T, device=theta.device).reshape(T, 1, 1)
-            index = (torch.arange(R, device=theta.device) * ((T + 1) * S) + time * S + traj.states).reshape(-1)
+            index = (torch.arange(R, device=theta.device) * ((T + 1) * S) + time * S + traj.states).reshape(
+                -1
+            )
             size = R * (T + 1) * S
             shape = (R, T + 1, S)
         else:
             index = (torch.arange(R, device=theta.device) * S + traj.states).reshape(-1)
             size, shape = R * S, (R, S)
-        total = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(0, index, returns.reshape(-1))
+        total = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(
+            0, index, returns.reshape(-1)
+        )
         count = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(
-            0, index, torch.ones_like(returns.reshape(-1)))
+            0, index, torch.ones_like(returns.reshape(-1))
+        )
         return (total / count.clamp(min=1)).reshape(shape)
 
     def _rewards(self, traj: Trajectory, role: str) -> torch.Tensor:
@@ -277,8 +292,15 @@ class _Sampler:
         if info.uses_critic and self.spec.critic.kind != "zero":
             table = self.critic_table(theta, role)
             values, bootstrap = critic_values(table, states, finals, self.spec.objective)
-        surrogate = info.fn(log_probs, rewards, discounts, behaviour_log_probs=behaviour,
-                            values=values, bootstrap_value=bootstrap, **dict(stage.params))
+        surrogate = info.fn(
+            log_probs,
+            rewards,
+            discounts,
+            behaviour_log_probs=behaviour,
+            values=values,
+            bootstrap_value=bootstrap,
+            **dict(stage.params),
+        )
         return surrogate.mean(0).sum()
 
     def injected_bias(self, theta: torch.Tensor) -> torch.Tensor:
@@ -315,7 +337,9 @@ def sample_meta_gradients(
     _check_int("repeats", repeats, 1)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (task.num_states, task.num_actions):
         got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"logits: expected shape [S, A] = [{task.num_states}, {task.num_actions}], got {got}")
+        raise ValueError(
+            f"logits: expected shape [S, A] = [{task.num_states}, {task.num_actions}], got {got}"
+        )
     lirpg = spec.meta_parameter == "intrinsic_reward"
     if lirpg and (eta is None or tuple(eta.shape) != tuple(logits.shape)):
         raise ValueError("eta: meta_parameter='intrinsic_reward' needs an intrinsic reward table [S, A]")
@@ -327,7 +351,9 @@ def sample_meta_gradients(
         for role in ("inner", "hessian", "outer"):
             stage = getattr(spec, role)
             if stage.replay:
-                sampler.replays[role] = rollout(task, stop_gradient(theta0), stage.replay, generator=generator)
+                sampler.replays[role] = rollout(
+                    task, stop_gradient(theta0), stage.replay, generator=generator
+                )
 
         theta = theta0
         for _ in range(spec.inner_steps):

@@ -61,7 +61,10 @@ def stop_gradient(x: torch.Tensor) -> torch.Tensor:
 
 
 def magic_box(x: torch.Tensor) -> torch.Tensor:
-    """DiCE magic box ``exp(x - stop(x))``: value 1, derivative ``magic_box(x) * dx`` (Foerster et al. 2018)."""
+    """DiCE magic box ``exp(x - stop(x))`` (Foerster et al. 2018).
+
+    Value 1; derivative ``magic_box(x) * dx``.
+    """
     return torch.exp(x - stop_gradient(x))
 
 
@@ -138,8 +141,12 @@ def check_trajectory_inputs(
             raise ValueError(f"{name}: contains NaN or infinite entries")
     if bootstrap_value is not None:
         if not isinstance(bootstrap_value, torch.Tensor) or bootstrap_value.shape != log_probs.shape[1:]:
-            got = list(bootstrap_value.shape) if isinstance(bootstrap_value, torch.Tensor) else bootstrap_value
-            raise ValueError(f"bootstrap_value: expected shape [B, ...] = {list(log_probs.shape[1:])}, got {got}")
+            got = (
+                list(bootstrap_value.shape) if isinstance(bootstrap_value, torch.Tensor) else bootstrap_value
+            )
+            raise ValueError(
+                f"bootstrap_value: expected shape [B, ...] = {list(log_probs.shape[1:])}, got {got}"
+            )
         if not torch.isfinite(bootstrap_value.detach()).all():
             raise ValueError("bootstrap_value: contains NaN or infinite entries")
 
@@ -189,8 +196,14 @@ def dice_baseline(
 
     Returns: ``[B, ...]`` per-episode surrogate.
     """
-    surrogate = dice(log_probs, rewards, discounts, behaviour_log_probs=behaviour_log_probs,
-                     values=values, bootstrap_value=bootstrap_value)
+    surrogate = dice(
+        log_probs,
+        rewards,
+        discounts,
+        behaviour_log_probs=behaviour_log_probs,
+        values=values,
+        bootstrap_value=bootstrap_value,
+    )
     if values is None:
         return surrogate
     weights = cumulative_discounts(discounts)
@@ -300,7 +313,9 @@ def off_policy_dice(
     Returns: ``[B, ...]`` per-episode surrogate (value: the importance-weighted return).
     """
     check_trajectory_inputs(log_probs, rewards, discounts, behaviour_log_probs, values, bootstrap_value)
-    behaviour = stop_gradient(log_probs) if behaviour_log_probs is None else stop_gradient(behaviour_log_probs)
+    behaviour = (
+        stop_gradient(log_probs) if behaviour_log_probs is None else stop_gradient(behaviour_log_probs)
+    )
     log_ratio = torch.cumsum(log_probs - behaviour, dim=0)
     rho = torch.exp(log_ratio)
     weights = cumulative_discounts(discounts)
@@ -363,30 +378,50 @@ def get_estimator(name: str) -> EstimatorInfo:
 
 
 register_estimator(
-    "dice", dice, reference="Foerster et al., ICML 2018 (arXiv 1802.05098)",
-    summary="magic box over cumulative log-probs, no baseline", unbiased_orders="all",
+    "dice",
+    dice,
+    reference="Foerster et al., ICML 2018 (arXiv 1802.05098)",
+    summary="magic box over cumulative log-probs, no baseline",
+    unbiased_orders="all",
 )
 register_estimator(
-    "dice_baseline", dice_baseline, reference="Mao et al., ICML 2019 (baseline for any-order estimators); LOLA-DiCE",
-    summary="DiCE + (1 - box(log pi_t)) b(s_t) baseline term", uses_critic=True, unbiased_orders="all",
+    "dice_baseline",
+    dice_baseline,
+    reference="Mao et al., ICML 2019 (baseline for any-order estimators); LOLA-DiCE",
+    summary="DiCE + (1 - box(log pi_t)) b(s_t) baseline term",
+    uses_critic=True,
+    unbiased_orders="all",
 )
 register_estimator(
-    "loaded_dice", loaded_dice, reference="Farquhar et al., NeurIPS 2019 (Loaded DiCE)",
-    summary="critic-weighted DiCE with lambda-discounted dependencies", uses_critic=True,
+    "loaded_dice",
+    loaded_dice,
+    reference="Farquhar et al., NeurIPS 2019 (Loaded DiCE)",
+    summary="critic-weighted DiCE with lambda-discounted dependencies",
+    uses_critic=True,
     unbiased_orders="all (lambda = 1, gae_lambda = 1)",
 )
 register_estimator(
-    "lvc", lvc, reference="Rothfuss et al., ICLR 2019, ProMP (arXiv 1810.06784)",
+    "lvc",
+    lvc,
+    reference="Rothfuss et al., ICLR 2019, ProMP (arXiv 1810.06784)",
     summary="A_t (pi/stop(pi) - 1): low-variance curvature, drops cross-time Hessian terms",
-    uses_critic=True, unbiased_orders="first",
-)
-register_estimator(
-    "pg", pg, reference="Williams 1992; the surrogate of common MAML-RL code (Finn et al. 2017)",
-    summary="A_t log pi_t differentiated twice: right gradient, biased Hessian", uses_critic=True,
+    uses_critic=True,
     unbiased_orders="first",
 )
 register_estimator(
-    "off_policy_dice", off_policy_dice, reference="Liu et al., NeurIPS 2022 (arXiv 2112.15400)",
-    summary="importance-weighted DiCE against stored behaviour log-probs", uses_critic=True,
-    off_policy=True, unbiased_orders="all (where mu covers pi)",
+    "pg",
+    pg,
+    reference="Williams 1992; the surrogate of common MAML-RL code (Finn et al. 2017)",
+    summary="A_t log pi_t differentiated twice: right gradient, biased Hessian",
+    uses_critic=True,
+    unbiased_orders="first",
+)
+register_estimator(
+    "off_policy_dice",
+    off_policy_dice,
+    reference="Liu et al., NeurIPS 2022 (arXiv 2112.15400)",
+    summary="importance-weighted DiCE against stored behaviour log-probs",
+    uses_critic=True,
+    off_policy=True,
+    unbiased_orders="all (where mu covers pi)",
 )

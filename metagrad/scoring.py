@@ -95,7 +95,12 @@ def score(
     exact = torch.as_tensor(exact).detach().to(torch.float64)
     if samples.ndim == 2 and exact.ndim == 1:
         samples, exact = samples.unsqueeze(0), exact.unsqueeze(0)
-    if samples.ndim != 3 or exact.ndim != 2 or samples.shape[0] != exact.shape[0] or samples.shape[2] != exact.shape[1]:
+    if (
+        samples.ndim != 3
+        or exact.ndim != 2
+        or samples.shape[0] != exact.shape[0]
+        or samples.shape[2] != exact.shape[1]
+    ):
         raise ValueError(
             "samples/exact: expected [N, R, D] with [N, D], or [R, D] with [D] (flatten parameter "
             f"shapes first), got {list(samples.shape)} and {list(exact.shape)}"
@@ -116,8 +121,11 @@ def score(
     exact_rms = exact.pow(2).sum(-1).mean().sqrt()
 
     idx = torch.randint(0, R, (num_bootstrap, N, R), generator=generator)
-    boot = torch.gather(samples.unsqueeze(0).expand(num_bootstrap, N, R, D), 2,
-                        idx.unsqueeze(-1).expand(num_bootstrap, N, R, D))
+    boot = torch.gather(
+        samples.unsqueeze(0).expand(num_bootstrap, N, R, D),
+        2,
+        idx.unsqueeze(-1).expand(num_bootstrap, N, R, D),
+    )
     b_bias_sq, b_var = _bias_terms(boot, exact)
     # Resampling re-adds noise, shifting the bootstrap distribution of the squared bias upward;
     # centre it on the estimate (bias-corrected percentile interval), then map to the bias scale.

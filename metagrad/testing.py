@@ -56,9 +56,10 @@ class UnbiasednessReport:
     def summary(self) -> str:
         worst = int(self.z.abs().argmax())
         return (
-            f"order {self.order}: max |z| = {self.max_abs_z:.2f} (threshold {self.threshold:.2f}) at component "
-            f"{worst}: estimate {float(self.estimate[worst]):.6g} +- {float(self.stderr[worst]):.2g}, "
-            f"exact {float(self.exact[worst]):.6g}; {self.num_groups} groups x {self.episodes_per_group} episodes"
+            f"order {self.order}: max |z| = {self.max_abs_z:.2f} (threshold {self.threshold:.2f}) "
+            f"at component {worst}: estimate {float(self.estimate[worst]):.6g} "
+            f"+- {float(self.stderr[worst]):.2g}, exact {float(self.exact[worst]):.6g}; "
+            f"{self.num_groups} groups x {self.episodes_per_group} episodes"
         )
 
 
@@ -102,9 +103,16 @@ def check_unbiased(
     """
     if order not in (1, 2):
         raise ValueError(f"order: expected 1 or 2, got {order!r}")
-    for name, value in (("num_groups", num_groups), ("episodes_per_group", episodes_per_group),
-                        ("directions", directions)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "num_groups" else 1):
+    for name, value in (
+        ("num_groups", num_groups),
+        ("episodes_per_group", episodes_per_group),
+        ("directions", directions),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (2 if name == "num_groups" else 1)
+        ):
             raise ValueError(f"{name}: expected a positive integer (num_groups >= 2), got {value!r}")
     gen = torch.Generator().manual_seed(seed)
     task = _default_task(seed) if task is None else task
@@ -124,12 +132,20 @@ def check_unbiased(
         noise = torch.randn(table.shape, generator=gen, dtype=table.dtype)
         table = table + critic_noise * noise * table.norm(dim=-1, keepdim=True) / S
         values, bootstrap = critic_values(table, traj.states, traj.final_states, "finite")
-    surrogate = surrogate_fn(log_probs, traj.rewards, traj.discounts,
-                             behaviour_log_probs=traj.behaviour_log_probs, values=values,
-                             bootstrap_value=bootstrap, **(estimator_kwargs or {}))
+    surrogate = surrogate_fn(
+        log_probs,
+        traj.rewards,
+        traj.discounts,
+        behaviour_log_probs=traj.behaviour_log_probs,
+        values=values,
+        bootstrap_value=bootstrap,
+        **(estimator_kwargs or {}),
+    )
     if surrogate.shape != (episodes_per_group, G):
-        raise ValueError(f"surrogate_fn: expected a per-episode surrogate of shape [B, ...] = "
-                         f"{[episodes_per_group, G]}, got {list(surrogate.shape)}")
+        raise ValueError(
+            f"surrogate_fn: expected a per-episode surrogate of shape [B, ...] = "
+            f"{[episodes_per_group, G]}, got {list(surrogate.shape)}"
+        )
     objective = surrogate.mean(0).sum()
 
     exact_theta = logits.clone().requires_grad_(True)
@@ -155,16 +171,25 @@ def check_unbiased(
     stderr = per_group.std(0) / G**0.5
     diff = mean - exact
     tiny = 1e-10 * (1 + exact.abs())
-    z = torch.where(stderr > 0, diff / stderr.clamp_min(1e-300),
-                    torch.where(diff.abs() <= tiny, torch.zeros_like(diff), torch.full_like(diff, float("inf"))))
+    z = torch.where(
+        stderr > 0,
+        diff / stderr.clamp_min(1e-300),
+        torch.where(diff.abs() <= tiny, torch.zeros_like(diff), torch.full_like(diff, float("inf"))),
+    )
     dims = exact.numel()
     threshold = float(torch.special.ndtri(torch.tensor(1 - alpha / (2 * dims), dtype=torch.float64)))
-    return UnbiasednessReport(order, mean, exact, stderr, z, float(z.abs().max()), threshold, G, episodes_per_group)
+    return UnbiasednessReport(
+        order, mean, exact, stderr, z, float(z.abs().max()), threshold, G, episodes_per_group
+    )
 
 
-def assert_unbiased(surrogate_fn: Callable[..., torch.Tensor], order: int = 1, **kwargs) -> UnbiasednessReport:
+def assert_unbiased(
+    surrogate_fn: Callable[..., torch.Tensor], order: int = 1, **kwargs
+) -> UnbiasednessReport:
     """Raise ``AssertionError`` (with the worst component) unless :func:`check_unbiased` passes."""
     report = check_unbiased(surrogate_fn, order, **kwargs)
     if not report.unbiased:
-        raise AssertionError(f"{getattr(surrogate_fn, '__name__', 'surrogate')} looks biased: {report.summary()}")
+        raise AssertionError(
+            f"{getattr(surrogate_fn, '__name__', 'surrogate')} looks biased: {report.summary()}"
+        )
     return report

@@ -55,12 +55,16 @@ def _samples(small_task, small_logits, n=64):
     theta = small_logits.clone().requires_grad_(True)
     traj = rollout(small_task, theta, n, generator=torch.Generator().manual_seed(0))
     values = torch.rand(traj.rewards.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    boot = torch.rand(traj.final_states.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    boot = torch.rand(
+        traj.final_states.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     return theta, traj, values, boot
 
 
 def _derivs(fn, theta, traj, order=2, **kw):
-    obj = fn(traj.log_probs, traj.rewards, traj.discounts, behaviour_log_probs=traj.behaviour_log_probs, **kw).mean()
+    obj = fn(
+        traj.log_probs, traj.rewards, traj.discounts, behaviour_log_probs=traj.behaviour_log_probs, **kw
+    ).mean()
     (g,) = torch.autograd.grad(obj, theta, create_graph=True, retain_graph=True)
     if order == 1:
         return g.detach()
@@ -71,8 +75,10 @@ def _derivs(fn, theta, traj, order=2, **kw):
 
 def test_first_order_estimates_identical_on_same_samples(small_task, small_logits):
     theta, traj, values, boot = _samples(small_task, small_logits)
-    grads = [_derivs(E.get_estimator(n).fn, theta, traj, 1, values=values, bootstrap_value=boot)
-             for n in ("loaded_dice", "lvc", "pg")]
+    grads = [
+        _derivs(E.get_estimator(n).fn, theta, traj, 1, values=values, bootstrap_value=boot)
+        for n in ("loaded_dice", "lvc", "pg")
+    ]
     assert torch.allclose(grads[0], grads[1]) and torch.allclose(grads[0], grads[2])
 
 
@@ -80,7 +86,9 @@ def test_dice_first_order_is_reinforce(small_task, small_logits):
     theta, traj, _, _ = _samples(small_task, small_logits)
     disc = small_task.gamma ** torch.arange(small_task.horizon, dtype=torch.float64).reshape(-1, 1)
     reward_to_go = torch.flip(torch.cumsum(torch.flip(disc * traj.rewards, [0]), 0), [0])
-    (reinforce,) = torch.autograd.grad((traj.log_probs * reward_to_go).sum(0).mean(), theta, retain_graph=True)
+    (reinforce,) = torch.autograd.grad(
+        (traj.log_probs * reward_to_go).sum(0).mean(), theta, retain_graph=True
+    )
     assert torch.allclose(_derivs(E.dice, theta, traj, 1), reinforce)
 
 
@@ -127,8 +135,11 @@ def test_gradient_flows_through_rewards_for_intrinsic_rewards(small_task, small_
     eta = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
     rewards = traj.rewards + eta[traj.states, traj.actions]
     for name in ("dice", "loaded_dice", "lvc", "pg", "off_policy_dice", "dice_baseline"):
-        obj = E.get_estimator(name).fn(traj.log_probs, rewards, traj.discounts, values=values,
-                                       bootstrap_value=boot).mean()
+        obj = (
+            E.get_estimator(name)
+            .fn(traj.log_probs, rewards, traj.discounts, values=values, bootstrap_value=boot)
+            .mean()
+        )
         (g,) = torch.autograd.grad(obj, theta, create_graph=True)
         (mixed,) = torch.autograd.grad(g.sum(), eta, retain_graph=True)
         assert mixed.abs().sum() > 0, name

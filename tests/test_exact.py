@@ -57,8 +57,9 @@ def test_hand_solvable_two_state_chain():
     assert torch.isclose(tabular_return(task, stay), torch.tensor(0.0, dtype=torch.float64), atol=1e-12)
     # uniform policy, horizon 1: E[r_0] = 0.5
     one = TabularTask(P=P, R=R, init=torch.tensor([1.0, 0.0]), gamma=0.5, horizon=1)
-    assert torch.isclose(tabular_return(one, torch.zeros(2, 2, dtype=torch.float64)),
-                         torch.tensor(0.5, dtype=torch.float64))
+    assert torch.isclose(
+        tabular_return(one, torch.zeros(2, 2, dtype=torch.float64)), torch.tensor(0.5, dtype=torch.float64)
+    )
 
 
 def test_values_consistent(small_task, small_logits):
@@ -81,7 +82,9 @@ def test_infinite_approaches_finite_as_horizon_grows(small_logits):
     gaps = []
     for H in (5, 20, 80, 200):
         task = random_task(4, 3, gamma=0.9, horizon=H, dirichlet_alpha=1.0, seed=3)
-        gaps.append(float((tabular_return(task, small_logits) - tabular_return(task, small_logits, "infinite")).abs()))
+        gaps.append(
+            float((tabular_return(task, small_logits) - tabular_return(task, small_logits, "infinite")).abs())
+        )
     assert gaps[0] > gaps[1] > gaps[2] > gaps[3] and gaps[3] < 1e-8
     # The gap is at most gamma^H * max|r| / (1 - gamma).
     assert gaps[1] <= 0.9**20 / 0.1
@@ -145,7 +148,9 @@ def test_meta_gradient_is_product_formula(small_task, small_logits):
     lr = 0.4
     theta = small_logits.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(tabular_return(small_task, theta), theta, create_graph=True)
-    hess = torch.stack([torch.autograd.grad(gi, theta, retain_graph=True)[0].reshape(-1) for gi in g.reshape(-1)])
+    hess = torch.stack(
+        [torch.autograd.grad(gi, theta, retain_graph=True)[0].reshape(-1) for gi in g.reshape(-1)]
+    )
     theta1 = (small_logits + lr * g).detach().requires_grad_(True)
     (g1,) = torch.autograd.grad(tabular_return(small_task, theta1), theta1)
     expected = (torch.eye(12, dtype=torch.float64) + lr * hess) @ g1.reshape(-1)

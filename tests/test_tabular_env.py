@@ -42,7 +42,9 @@ def test_random_task_matches_protocol():
     ],
 )
 def test_task_validation_names_the_field(field, value, match):
-    fields = dict(P=torch.full((3, 2, 3), 1 / 3), R=torch.zeros(3, 2), init=torch.ones(3) / 3, gamma=0.9, horizon=4)
+    fields = dict(
+        P=torch.full((3, 2, 3), 1 / 3), R=torch.zeros(3, 2), init=torch.ones(3) / 3, gamma=0.9, horizon=4
+    )
     fields[field] = value
     with pytest.raises(ValueError, match=match):
         TabularTask(**fields)
@@ -58,8 +60,16 @@ def test_rollout_shapes_and_grad():
     task = random_task(seed=2)
     logits = torch.zeros(20, 5, requires_grad=True)
     traj = rollout(task, logits, 7, generator=torch.Generator().manual_seed(0))
-    for name in ("states", "actions", "rewards", "log_probs", "behaviour_log_probs", "discounts",
-                 "terminated", "truncated"):
+    for name in (
+        "states",
+        "actions",
+        "rewards",
+        "log_probs",
+        "behaviour_log_probs",
+        "discounts",
+        "terminated",
+        "truncated",
+    ):
         assert getattr(traj, name).shape == (20, 7), name
     assert traj.final_states.shape == (7,)
     assert traj.log_probs.requires_grad and not traj.behaviour_log_probs.requires_grad
@@ -154,10 +164,10 @@ def test_gym_env_mean_return_matches_exact(small_task, small_logits):
 def test_env_checker_and_truncation():
     env = gym.make("MetaGrad/TabularMDP-v0", task_seed=1, horizon=5)
     check_env(env.unwrapped, skip_render_check=True)
-    obs, info = env.reset(seed=3)
+    env.reset(seed=3)
     steps = 0
     while True:
-        obs, r, term, trunc, info = env.step(env.action_space.sample())
+        _obs, _r, term, trunc, _info = env.step(env.action_space.sample())
         steps += 1
         assert not term
         if trunc:

@@ -1,0 +1,440 @@
+"""``metagrad bench tabular``: decomposed meta-gradient bias on random tabular MDPs.
+
+A run is a list of *cells*; a cell is one meta-gradient recipe (:class:`MetaGradientSpec`) scored
+over ``num_tasks`` random MDPs x ``repeats`` estimates against the exact float64 meta-gradient.
+Experiments (Liu et al., NeurIPS 2022, arXiv 2112.15400, section 5 / BACKGROUND.md section 4):
+
+* ``decomposition``: every estimator on the 7 exact/estimated stage combinations;
+* ``sweep_n``, ``sweep_k``, ``sweep_alpha``: compositional bias (inner stage estimated, Hessian
+  and outer exact) against the inner sample size n, the inner steps K and the step size alpha;
+* ``hessian_bias``: the injected Hessian bias ``mean(theta^2 (c + 0.3 eps))`` on the Jacobian
+  path (all stages exact otherwise): the MSE should grow like ``c^2``.
+
+Each cell's randomness is seeded from the run seed and the cell's own config (not its position),
+so any cell can be recomputed alone with the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.tabular import TabularTask, random_task
+from metagrad.decomposed import (
+    COMBINATIONS,
+    CriticSpec,
+    MetaGradientSpec,
+    exact_meta_gradient,
+    sample_meta_gradients,
+)
+from metagrad.estimators import get_estimator
+from metagrad.provenance import run_metadata
+from metagrad.scoring import score
+
+__all__ = [
+    "PRESETS",
+    "Cell",
+    "TabularBenchConfig",
+    "fit_loglog_slope",
+    "make_cells",
+    "run_cell",
+    "run_tabular_bench",
+    "write_plots",
+    "write_summary",
+]
+
+
+@dataclass(frozen=True)
+class TabularBenchConfig:
+    """Everything that defines a tabular bench run (recorded in every row)."""
+
+    preset: str = "custom"
+    env: str = "MetaGrad/TabularMDP-v0"
+    num_states: int = 20
+    num_actions: int = 5
+    gamma: float = 0.8
+    horizon: int = 20
+    dirichlet_alpha: float = 0.001
+    objective: str = "finite"
+    critic_noise: float = 1.0
+    num_tasks: int = 10
+    repeats: int = 20
+    seed: int = 0
+    inner_steps: int = 1
+    inner_lr: float = 10.0
+    estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
+    combinations: tuple[str, ...] = COMBINATIONS
+    n: int = 32
+    sweep_estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
+    sweep_n: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    sweep_k: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    sweep_alpha: tuple[float, ...] = (1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0)
+    hessian_bias_c: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
+    hessian_bias_k: tuple[int, ...] = (1, 2, 3)
+    experiments: tuple[str, ...] = ("decomposition", "sweep_n", "sweep_k", "sweep_alpha", "hessian_bias")
+
+    def __post_init__(self) -> None:
+        for name in ("num_tasks", "num_states", "num_actions", "horizon", "n"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 2:
+            raise ValueError(f"repeats: expected an integer >= 2, got {self.repeats!r}")
+        for name in ("sweep_n",):
+            if any(v < 1 for v in getattr(self, name)):
+                raise ValueError(f"{name}: sample sizes must be >= 1, got {getattr(self, name)}")
+        if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):
+            raise ValueError("inner steps: K must be >= 0")
+        if self.critic_noise < 0:
+            raise ValueError(f"critic_noise: must be >= 0, got {self.critic_noise}")
+        for est in (*self.estimators, *self.sweep_estimators):
+            get_estimator(est)
+        for combo in self.combinations:
+            if combo not in COMBINATIONS:
+                raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
+        unknown = set(self.experiments) - {
+            "decomposition",
+            "sweep_n",
+            "sweep_k",
+            "sweep_alpha",
+            "hessian_bias",
+        }
+        if unknown:
+            raise ValueError(f"experiments: unknown {sorted(unknown)}")
+
+    def tasks(self) -> list[TabularTask]:
+        return [
+            random_task(
+                self.num_states,
+                self.num_actions,
+                gamma=self.gamma,
+                horizon=self.horizon,
+                dirichlet_alpha=self.dirichlet_alpha,
+                seed=self.seed * 100_003 + i,
+            )
+            for i in range(self.num_tasks)
+        ]
+
+
+PRESETS: dict[str, TabularBenchConfig] = {
+    # Liu et al. 2022 tabular protocol: infinite-horizon oracle, critic noise 1.0, T = 20.
+    "liu2022": TabularBenchConfig(preset="liu2022", objective="infinite"),
+    # A small version for a quick look and for CI-sized checks (finite-horizon oracle).
+    "quick": TabularBenchConfig(
+        preset="quick",
+        objective="finite",
+        num_tasks=3,
+        repeats=10,
+        estimators=("dice", "loaded_dice", "lvc", "pg"),
+        sweep_estimators=("dice", "lvc"),
+        sweep_n=(4, 16, 64),
+        sweep_k=(1, 2, 3),
+        sweep_alpha=(1.0, 5.0, 10.0),
+        hessian_bias_c=(0.5, 2.0, 4.0),
+        hessian_bias_k=(1,),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scored setting: an experiment label, its estimator label and the recipe."""
+
+    experiment: str
+    estimator: str
+    spec: MetaGradientSpec
+    n: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, config: TabularBenchConfig) -> str:
+        payload = json.dumps(
+            {
+                "config": dataclasses.asdict(config) | {"preset": None},
+                "experiment": self.experiment,
+                "spec": self.spec.to_dict(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def make_cells(config: TabularBenchConfig) -> list[Cell]:
+    """The cells of a run, in a fixed order."""
+    critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
+    common = dict(objective=config.objective, critic=critic)
+    cells: list[Cell] = []
+    if "decomposition" in config.experiments:
+        for est in config.estimators:
+            for combo in config.combinations:
+                spec = MetaGradientSpec.from_combination(
+                    combo, est, config.n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
+                )
+                cells.append(Cell("decomposition", est, spec, config.n))
+    for est in config.sweep_estimators:
+        if "sweep_n" in config.experiments:
+            for n in config.sweep_n:
+                spec = MetaGradientSpec.from_combination(
+                    "lee", est, n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
+                )
+                cells.append(Cell("sweep_n", est, spec, n))
+        if "sweep_k" in config.experiments:
+            for k in config.sweep_k:
+                spec = MetaGradientSpec.from_combination(
+                    "lee", est, config.n, inner_steps=k, inner_lr=config.inner_lr, **common
+                )
+                cells.append(Cell("sweep_k", est, spec, config.n))
+        if "sweep_alpha" in config.experiments:
+            for alpha in config.sweep_alpha:
+                spec = MetaGradientSpec.from_combination(
+                    "lee", est, config.n, inner_steps=config.inner_steps, inner_lr=float(alpha), **common
+                )
+                cells.append(Cell("sweep_alpha", est, spec, config.n))
+    if "hessian_bias" in config.experiments:
+        for k in config.hessian_bias_k:
+            for c in config.hessian_bias_c:
+                spec = MetaGradientSpec(
+                    inner_steps=k, inner_lr=config.inner_lr, hessian_bias=float(c), **common
+                )
+                cells.append(Cell("hessian_bias", "exact", spec, 0, {"hessian_bias_c": float(c)}))
+    return cells
+
+
+def _cell_seed(config: TabularBenchConfig, cell: Cell) -> int:
+    return int(cell.key(config), 16) % (2**62) + config.seed
+
+
+def run_cell(
+    config: TabularBenchConfig,
+    cell: Cell,
+    tasks: list[TabularTask] | None = None,
+    *,
+    device: str = "cpu",
+    exact_cache: dict | None = None,
+) -> dict[str, Any]:
+    """Score one cell over all tasks; returns its result row (config, metrics, provenance)."""
+    tasks = config.tasks() if tasks is None else tasks
+    exact_cache = {} if exact_cache is None else exact_cache
+    spec = cell.spec
+    start = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(_cell_seed(config, cell))
+    logits = torch.zeros(config.num_states, config.num_actions, dtype=torch.float64, device=device)
+    samples, exact = [], []
+    for i, task in enumerate(tasks):
+        ekey = (i, spec.inner_steps, spec.inner_lr, spec.objective)
+        if ekey not in exact_cache:
+            exact_cache[ekey] = exact_meta_gradient(task, logits.cpu(), spec).reshape(-1)
+        exact.append(exact_cache[ekey])
+        samples.append(
+            sample_meta_gradients(task, logits, spec, config.repeats, generator=gen)
+            .reshape(config.repeats, -1)
+            .cpu()
+        )
+    metrics = score(
+        torch.stack(samples),
+        torch.stack(exact),
+        generator=torch.Generator().manual_seed(_cell_seed(config, cell)),
+    )
+    row: dict[str, Any] = {
+        "cell_id": cell.key(config),
+        "bench": "tabular",
+        "env": config.env,
+        "preset": config.preset,
+        "experiment": cell.experiment,
+        "estimator": cell.estimator,
+        "combination": spec.combination,
+        "inner": spec.inner.estimator,
+        "hessian": spec.hessian.estimator,
+        "outer": spec.outer.estimator,
+        "n_inner": spec.inner.n,
+        "n_hessian": spec.hessian.n,
+        "n_outer": spec.outer.n,
+        "inner_steps": spec.inner_steps,
+        "inner_lr": spec.inner_lr,
+        "objective": spec.objective,
+        "critic_noise": spec.critic.noise,
+        "hessian_bias_c": spec.hessian_bias,
+        "num_tasks": len(tasks),
+        "repeats": config.repeats,
+        "seed": config.seed,
+        **metrics.to_dict(),
+        "wall_s": time.perf_counter() - start,
+        "spec": spec.to_dict(),
+        "config": dataclasses.asdict(config),
+        **run_metadata(device),
+    }
+    row.update(cell.extra)
+    return row
+
+
+def run_tabular_bench(
+    config: TabularBenchConfig,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    plots: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every cell of ``config``, appending one JSONL row per cell to ``out``; then plots and summary.
+
+    Returns the rows. Plots (PNG) and ``summary.md`` go next to ``out``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cells = make_cells(config)
+    tasks = config.tasks()
+    exact_cache: dict = {}
+    rows = []
+    start = time.perf_counter()
+    with (
+        out.open("a", encoding="utf-8") as fh,
+        tqdm(total=len(cells), disable=not progress, unit="cell", desc=f"tabular/{config.preset}") as bar,
+    ):
+        for cell in cells:
+            bar.set_postfix_str(f"{cell.experiment} {cell.estimator} {cell.spec.combination}")
+            row = run_cell(config, cell, tasks, device=device, exact_cache=exact_cache)
+            fh.write(json.dumps(row, default=str) + "\n")
+            fh.flush()
+            rows.append(row)
+            bar.update(1)
+    total = time.perf_counter() - start
+    if plots:
+        write_plots(rows, out.parent, stem=out.stem)
+    write_summary(rows, out.parent / f"{out.stem}_summary.md", total_seconds=total)
+    return rows
+
+
+def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (points with y <= 0 are dropped)."""
+    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=True) if a > 0 and b > 0]
+    if len(pts) < 2:
+        return float("nan")
+    xs, ys = np.array(pts).T
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+def _series(rows: list[dict], experiment: str, xkey: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["experiment"] == experiment:
+            label = r["estimator"] if experiment != "hessian_bias" else f"K={r['inner_steps']}"
+            out.setdefault(label, []).append(r)
+    return {k: sorted(v, key=lambda r: r[xkey]) for k, v in out.items()}
+
+
+def write_plots(rows: list[dict], folder: str | Path, stem: str = "tabular") -> list[Path]:
+    """PNG plots: corr vs n, bias vs n (log-log, fitted slope), bias vs K, bias vs alpha, MSE vs c."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    written = []
+    panels = [
+        ("sweep_n", "n_inner", "corr", "corr_se", "inner sample size n", "corr (papers' metric)", False),
+        ("sweep_n", "n_inner", "bias_debiased", None, "inner sample size n", "debiased bias", True),
+        ("sweep_k", "inner_steps", "bias_debiased", None, "inner steps K", "debiased bias", False),
+        ("sweep_alpha", "inner_lr", "bias_debiased", None, "inner step size alpha", "debiased bias", False),
+        ("hessian_bias", "hessian_bias_c", "mse", "mse_se", "injected Hessian bias c", "MSE", True),
+    ]
+    for experiment, xkey, ykey, ekey, xlabel, ylabel, loglog in panels:
+        series = _series(rows, experiment, xkey)
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for label, rs in series.items():
+            x = [r[xkey] for r in rs]
+            y = [r[ykey] for r in rs]
+            if ykey == "bias_debiased":
+                err = [[r[ykey] - r["bias_ci_low"] for r in rs], [r["bias_ci_high"] - r[ykey] for r in rs]]
+            else:
+                err = [r[ekey] for r in rs] if ekey else None
+            if loglog:
+                label = f"{label} (slope {fit_loglog_slope(x, y):.2f})"
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+        if loglog:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{experiment}: {ylabel} vs {xlabel.split(' ')[-1]}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = folder / f"{stem}_{experiment}_{ykey}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_summary(rows: list[dict], path: str | Path, total_seconds: float | None = None) -> Path:
+    """Markdown summary: the decomposition table and the fitted scaling of each sweep."""
+    path = Path(path)
+    lines = ["# Tabular meta-gradient bias", ""]
+    if rows:
+        r0 = rows[0]
+        lines += [
+            f"Preset `{r0['preset']}`, objective `{r0['objective']}`, critic noise {r0['critic_noise']}, "
+            f"{r0['num_tasks']} tasks x {r0['repeats']} repeats, seed {r0['seed']}, "
+            f"commit `{r0['git_commit']}`."
+            + (f" Wall time {total_seconds:.1f} s." if total_seconds is not None else ""),
+            "",
+        ]
+    dec = [r for r in rows if r["experiment"] == "decomposition"]
+    if dec:
+        combos = list(dict.fromkeys(r["combination"] for r in dec))
+        ests = list(dict.fromkeys(r["estimator"] for r in dec))
+        for metric, fmt in (("corr", "{:.3f} ± {:.3f}"), ("bias_debiased", "{:.4f} [{:.4f}, {:.4f}]")):
+            lines += [
+                f"## Decomposition (K = {dec[0]['inner_steps']}, alpha = {dec[0]['inner_lr']}, "
+                f"n = {dec[0]['n_inner'] or dec[0]['n_hessian'] or dec[0]['n_outer']}): {metric}",
+                "",
+            ]
+            lines += ["| estimator | " + " | ".join(combos) + " |", "|---" * (len(combos) + 1) + "|"]
+            for est in ests:
+                cells = []
+                for combo in combos:
+                    r = next(x for x in dec if x["estimator"] == est and x["combination"] == combo)
+                    if metric == "corr":
+                        cells.append(fmt.format(r["corr"], r["corr_se"]))
+                    else:
+                        cells.append(fmt.format(r["bias_debiased"], r["bias_ci_low"], r["bias_ci_high"]))
+                lines.append(f"| {est} | " + " | ".join(cells) + " |")
+            lines.append("")
+    for experiment, xkey, ykey in (
+        ("sweep_n", "n_inner", "bias_debiased"),
+        ("sweep_k", "inner_steps", "bias_debiased"),
+        ("sweep_alpha", "inner_lr", "bias_debiased"),
+        ("hessian_bias", "hessian_bias_c", "mse"),
+    ):
+        series = _series(rows, experiment, xkey)
+        if not series:
+            continue
+        lines += [
+            f"## {experiment}: {ykey} vs {xkey}",
+            "",
+            "| series | "
+            + " | ".join(str(r[xkey]) for r in next(iter(series.values())))
+            + " | log-log slope |",
+        ]
+        lines.append("|---" * (len(next(iter(series.values()))) + 2) + "|")
+        for label, rs in series.items():
+            slope = fit_loglog_slope([r[xkey] for r in rs], [r[ykey] for r in rs])
+            lines.append(f"| {label} | " + " | ".join(f"{r[ykey]:.4g}" for r in rs) + f" | {slope:.2f} |")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,59 @@
+"""What every result row carries: package versions, git commit, device, host threads."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+__all__ = ["git_commit", "package_versions", "run_metadata"]
+
+_PACKAGES = ("metagrad", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "matplotlib")
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    """Installed versions of the suite's dependencies (``"absent"`` where not installed)."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """``HEAD`` of the checkout holding this package, with ``-dirty`` if it has local changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def run_metadata(device: str | torch.device = "cpu") -> dict[str, object]:
+    """Versions, git commit, device and torch thread count for a result row."""
+    return {
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "host": platform.node(),
+    }
