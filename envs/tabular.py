@@ -25,6 +25,7 @@ __all__ = [
     "TabularTask",
     "Trajectory",
     "alias_table",
+    "check_logits",
     "policy_log_probs",
     "random_task",
     "rollout",
@@ -300,18 +301,19 @@ def policy_log_probs(logits: torch.Tensor, states: torch.Tensor, actions: torch.
     return tabular_gather(torch.log_softmax(logits, -1), states, actions)
 
 
-def _check_logits(task: TabularTask, logits: torch.Tensor) -> None:
+def check_logits(task: TabularTask, logits: torch.Tensor, name: str = "logits") -> None:
+    """Raise ``ValueError`` naming ``name`` unless it is a finite float tensor ``[..., S, A]``."""
     if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"logits: expected a torch.Tensor, got {type(logits).__name__}")
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(logits).__name__}")
     if logits.ndim < 2 or tuple(logits.shape[-2:]) != (task.num_states, task.num_actions):
         raise ValueError(
-            f"logits: expected shape [..., S, A] = [..., {task.num_states}, {task.num_actions}], "
+            f"{name}: expected shape [..., S, A] = [..., {task.num_states}, {task.num_actions}], "
             f"got {list(logits.shape)}"
         )
     if not logits.is_floating_point():
-        raise ValueError(f"logits: expected a floating-point tensor, got {logits.dtype}")
+        raise ValueError(f"{name}: expected a floating-point tensor, got {logits.dtype}")
     if not torch.isfinite(logits.detach()).all():
-        raise ValueError("logits: contains NaN or infinite entries")
+        raise ValueError(f"{name}: contains NaN or infinite entries")
 
 
 def rollout(
@@ -338,7 +340,7 @@ def rollout(
     Returns:
         A :class:`Trajectory` with tensors ``[T, B, *G]`` (``[T, B]`` for one policy).
     """
-    _check_logits(task, logits)
+    check_logits(task, logits)
     if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
         raise ValueError(f"num_episodes: expected an integer >= 1, got {num_episodes!r}")
     device = torch.device(device) if device is not None else logits.device

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from envs.tabular import TabularTask
+from envs.tabular import TabularTask, check_logits
 
 __all__ = [
     "OBJECTIVES",
@@ -37,18 +37,6 @@ OBJECTIVES = ("finite", "infinite")
 def _check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-
-
-def _check_logits(task: TabularTask, logits: torch.Tensor, name: str = "logits") -> None:
-    if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(logits).__name__}")
-    if logits.ndim < 2 or tuple(logits.shape[-2:]) != (task.num_states, task.num_actions):
-        raise ValueError(
-            f"{name}: expected shape [..., S, A] = [..., {task.num_states}, {task.num_actions}], "
-            f"got {list(logits.shape)}"
-        )
-    if not torch.isfinite(logits.detach()).all():
-        raise ValueError(f"{name}: contains NaN or infinite entries")
 
 
 def _check_steps(inner_steps: int, inner_lr: float) -> None:
@@ -70,7 +58,7 @@ def policy_model(
     Returns:
         ``(P_pi [*G, S, S], r_pi [*G, S])`` in the dtype of ``logits``.
     """
-    _check_logits(task, logits)
+    check_logits(task, logits)
     pi = torch.softmax(logits, -1)
     P = task.P.to(device=logits.device, dtype=logits.dtype)
     R = task.R.to(device=logits.device, dtype=logits.dtype) if reward is None else reward
@@ -175,7 +163,7 @@ def maml_meta_gradient(
     Returns:
         ``[*G, S, A]`` float64 meta-gradient (detached).
     """
-    _check_logits(task, logits)
+    check_logits(task, logits)
     _check_steps(inner_steps, inner_lr)
     _check_objective(objective)
     with torch.enable_grad():
@@ -211,8 +199,8 @@ def lirpg_meta_gradient(
     Returns:
         ``[S, A]`` float64 meta-gradient w.r.t. ``eta`` (zero when ``K = 0``).
     """
-    _check_logits(task, logits)
-    _check_logits(task, eta, "eta")
+    check_logits(task, logits)
+    check_logits(task, eta, "eta")
     _check_steps(inner_steps, inner_lr)
     _check_objective(objective)
     with torch.enable_grad():
