@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import envs
 from envs import TabularTask, random_task, rollout
@@ -229,3 +231,20 @@ def test_vector_env_seeded_reproducible():
         return np.stack(traj)
 
     assert np.array_equal(run(1), run(1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=12).filter(lambda w: sum(w) > 1e-6)
+)
+def test_alias_table_reconstructs_any_distribution(weights):
+    """Bucket j keeps threshold_j of its 1/K and receives 1 - threshold_i from every i aliased to it."""
+    probs = torch.tensor(weights, dtype=torch.float64)
+    probs = probs / probs.sum()
+    k = probs.numel()
+    threshold, alias = alias_table(probs.unsqueeze(0))
+    threshold, alias = threshold[0], alias[0]
+    assert ((threshold >= 0) & (threshold <= 1)).all()
+    mass = threshold.clone()
+    mass.index_add_(0, alias, 1.0 - threshold)
+    assert torch.allclose(mass / k, probs, atol=1e-12)
