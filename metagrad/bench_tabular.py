@@ -42,6 +42,7 @@ from metagrad.provenance import run_metadata
 from metagrad.scoring import score
 
 __all__ = [
+    "EXPERIMENTS",
     "PRESETS",
     "Cell",
     "TabularBenchConfig",
@@ -52,6 +53,23 @@ __all__ = [
     "write_plots",
     "write_summary",
 ]
+
+
+EXPERIMENTS = ("decomposition", "sweep_n", "sweep_k", "sweep_alpha", "hessian_bias")
+
+# The config fields that define a cell's tasks, budget and randomness (with the cell's own spec):
+# what lists the other cells of a run (estimators, sweep values, presets) stays out of its key.
+_CELL_FIELDS = (
+    "env",
+    "num_states",
+    "num_actions",
+    "gamma",
+    "horizon",
+    "dirichlet_alpha",
+    "num_tasks",
+    "repeats",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ class TabularBenchConfig:
     sweep_alpha: tuple[float, ...] = (1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0)
     hessian_bias_c: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
     hessian_bias_k: tuple[int, ...] = (1, 2, 3)
-    experiments: tuple[str, ...] = ("decomposition", "sweep_n", "sweep_k", "sweep_alpha", "hessian_bias")
+    experiments: tuple[str, ...] = EXPERIMENTS
 
     def __post_init__(self) -> None:
         for name in ("num_tasks", "num_states", "num_actions", "horizon", "n"):
@@ -90,9 +108,8 @@ class TabularBenchConfig:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 2:
             raise ValueError(f"repeats: expected an integer >= 2, got {self.repeats!r}")
-        for name in ("sweep_n",):
-            if any(v < 1 for v in getattr(self, name)):
-                raise ValueError(f"{name}: sample sizes must be >= 1, got {getattr(self, name)}")
+        if any(v < 1 for v in self.sweep_n):
+            raise ValueError(f"sweep_n: sample sizes must be >= 1, got {self.sweep_n}")
         if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):
             raise ValueError("inner steps: K must be >= 0")
         if self.critic_noise < 0:
@@ -102,13 +119,7 @@ class TabularBenchConfig:
         for combo in self.combinations:
             if combo not in COMBINATIONS:
                 raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
-        unknown = set(self.experiments) - {
-            "decomposition",
-            "sweep_n",
-            "sweep_k",
-            "sweep_alpha",
-            "hessian_bias",
-        }
+        unknown = set(self.experiments) - set(EXPERIMENTS)
         if unknown:
             raise ValueError(f"experiments: unknown {sorted(unknown)}")
 
@@ -159,7 +170,7 @@ class Cell:
     def key(self, config: TabularBenchConfig) -> str:
         payload = json.dumps(
             {
-                "config": dataclasses.asdict(config) | {"preset": None},
+                "config": {name: getattr(config, name) for name in _CELL_FIELDS},
                 "experiment": self.experiment,
                 "spec": self.spec.to_dict(),
             },

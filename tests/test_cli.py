@@ -166,3 +166,12 @@ def test_readme_test_command_is_what_ci_runs():
     test_cmd = next(c for c in commands if "pytest" in c)
     assert test_cmd in ci
     assert "constraints.txt" in test_cmd and "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
+
+
+def test_cell_seed_depends_on_the_cell_not_on_the_rest_of_the_run():
+    small = TabularBenchConfig(estimators=("pg",), experiments=("decomposition",))
+    large = TabularBenchConfig(estimators=("pg", "dice"), sweep_alpha=(2.0,), experiments=("decomposition",))
+    keys_small = [c.key(small) for c in make_cells(small)]
+    keys_large = [c.key(large) for c in make_cells(large) if c.estimator == "pg"]
+    assert keys_small == keys_large
+    assert make_cells(small)[0].key(small) != make_cells(small)[0].key(TabularBenchConfig(seed=1))
