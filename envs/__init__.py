@@ -1,4 +1,4 @@
-"""Environments of the metagrad suite: tabular MDPs (more games join in later modules).
+"""Environments of the metagrad suite: tabular MDPs and iterated matrix games (IPD, IMP).
 
 Importing this package registers the Gymnasium ids below (``gymnasium.make`` also accepts
 ``"envs:MetaGrad/TabularMDP-v0"``, which imports it on demand).
@@ -8,6 +8,21 @@ from __future__ import annotations
 
 import gymnasium
 
+from envs.ipd import (
+    ALWAYS_COOPERATE,
+    ALWAYS_DEFECT,
+    GAMES,
+    TIT_FOR_TAT,
+    IPDEnv,
+    IPDParallelEnv,
+    IPDTrajectory,
+    MatrixGame,
+    get_game,
+    ipd_rollout,
+    memory_one_log_probs,
+    memory_one_logits,
+    per_step_average,
+)
 from envs.tabular import (
     TabularMDPEnv,
     TabularMDPVectorEnv,
@@ -21,11 +36,24 @@ from envs.tabular import (
 )
 
 __all__ = [
+    "ALWAYS_COOPERATE",
+    "ALWAYS_DEFECT",
     "ENV_IDS",
+    "GAMES",
+    "TIT_FOR_TAT",
+    "IPDEnv",
+    "IPDParallelEnv",
+    "IPDTrajectory",
+    "MatrixGame",
     "TabularMDPEnv",
     "TabularMDPVectorEnv",
     "TabularTask",
     "Trajectory",
+    "get_game",
+    "ipd_rollout",
+    "memory_one_log_probs",
+    "memory_one_logits",
+    "per_step_average",
     "policy_log_probs",
     "random_task",
     "rollout",
@@ -37,6 +65,8 @@ ENV_IDS: dict[str, str] = {
     "MetaGrad/TabularMDP-v0": (
         "random tabular MDP (Tang et al. 2021; Liu et al. 2022), truncated at the horizon"
     ),
+    "MetaGrad/IPD-v0": "Iterated Prisoner's Dilemma vs a fixed memory-one opponent (default tit-for-tat)",
+    "MetaGrad/IMP-v0": "Iterated Matching Pennies (the agent matches) against a fixed memory-one opponent",
 }
 
 
@@ -47,6 +77,9 @@ def _register() -> None:
             entry_point="envs.tabular:TabularMDPEnv",
             vector_entry_point="envs.tabular:TabularMDPVectorEnv",
         )
+    for env_id, game in (("MetaGrad/IPD-v0", "ipd"), ("MetaGrad/IMP-v0", "imp")):
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point="envs.ipd:IPDEnv", kwargs={"game": game})
 
 
 _register()

@@ -17,7 +17,6 @@ so any cell can be recomputed alone with the same numbers.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -38,7 +37,7 @@ from metagrad.decomposed import (
     sample_meta_gradients,
 )
 from metagrad.estimators import get_estimator
-from metagrad.provenance import run_metadata
+from metagrad.provenance import config_hash, run_metadata
 from metagrad.scoring import score
 
 __all__ = [
@@ -168,16 +167,13 @@ class Cell:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def key(self, config: TabularBenchConfig) -> str:
-        payload = json.dumps(
+        return config_hash(
             {
                 "config": {name: getattr(config, name) for name in _CELL_FIELDS},
                 "experiment": self.experiment,
                 "spec": self.spec.to_dict(),
-            },
-            sort_keys=True,
-            default=str,
+            }
         )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def make_cells(config: TabularBenchConfig) -> list[Cell]:

@@ -1,4 +1,4 @@
-"""The ``metagrad`` command line: ``list``, ``perf``, ``bench``."""
+"""The ``metagrad`` command line: ``list``, ``perf``, ``bench``, ``compare``."""
 
 from __future__ import annotations
 
@@ -47,17 +47,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for env_id, desc in ENV_IDS.items():
             print(f"  {env_id:<28} {desc}")
     if what in ("all", "presets"):
+        from metagrad.bench_ipd import PRESETS as IPD_PRESETS
+
         print("bench presets (metagrad bench tabular --preset NAME):")
         for name, cfg in PRESETS.items():
             print(
-                f"  {name:<10} {cfg.num_tasks} tasks x {cfg.repeats} repeats, objective {cfg.objective}, "
+                f"  {name:<13} {cfg.num_tasks} tasks x {cfg.repeats} repeats, objective {cfg.objective}, "
                 f"experiments {', '.join(cfg.experiments)}"
+            )
+        print("bench presets (metagrad bench ipd --preset NAME):")
+        for name, icfg in IPD_PRESETS.items():
+            print(
+                f"  {name:<13} {icfg.num_pairs} pairs x {icfg.repeats} repeats, horizon {icfg.horizon}, "
+                f"n {icfg.n}, experiments {', '.join(icfg.experiments)}"
             )
     return 0
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
-    from metagrad.perf import python_loop_throughput, rollout_throughput
+    from metagrad.perf import (
+        ipd_rollout_throughput,
+        lola_dice_update_rate,
+        python_loop_throughput,
+        rollout_throughput,
+    )
     from metagrad.provenance import run_metadata
 
     device = _check_device(args.device)
@@ -70,11 +83,28 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     )
     print(f"python loop over the Gymnasium env: {loop['steps_per_s'] / 1e3:.1f} k env-steps/s")
     print(f"speed-up: {ratio:.0f}x")
+    ipd = ipd_rollout_throughput(device=device)
+    print(
+        f"IPD engine (B=4096, H=100, no grad, float64, {device}): "
+        f"{ipd['steps_per_s'] / 1e6:.2f} M joint steps/s"
+    )
+    lola = lola_dice_update_rate(device=device)
+    print(
+        f"LOLA-DiCE, two agents, 128 inner + 128 outer episodes of 100 steps: "
+        f"{lola['updates_per_s']:.1f} simultaneous updates/s"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
             json.dumps(
-                {"rollout": engine, "python_loop": loop, "speedup": ratio, **run_metadata(device)},
+                {
+                    "rollout": engine,
+                    "python_loop": loop,
+                    "speedup": ratio,
+                    "ipd_rollout": ipd,
+                    "lola_dice_update": lola,
+                    **run_metadata(device),
+                },
                 indent=2,
                 default=str,
             )
@@ -82,35 +112,69 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_config(args: argparse.Namespace):
-    from metagrad.bench_tabular import PRESETS
+_DEFAULT_PRESETS = {"tabular": "liu2022", "ipd": "foerster2018"}
 
-    if args.preset not in PRESETS:
-        raise SystemExit(f"metagrad: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
-    overrides = {
-        k: getattr(args, k) for k in ("seed", "num_tasks", "repeats") if getattr(args, k) is not None
-    }
+
+def _bench_config(args: argparse.Namespace):
+    if args.suite == "ipd":
+        from metagrad.bench_ipd import PRESETS
+    else:
+        from metagrad.bench_tabular import PRESETS
+
+    preset = args.preset or _DEFAULT_PRESETS[args.suite]
+    if preset not in PRESETS:
+        raise SystemExit(f"metagrad: unknown preset {preset!r} for {args.suite}; known: {sorted(PRESETS)}")
+    overrides = {k: getattr(args, k) for k in ("seed", "repeats") if getattr(args, k) is not None}
+    if args.num_tasks is not None:
+        overrides["num_pairs" if args.suite == "ipd" else "num_tasks"] = args.num_tasks
     if args.estimators:
         overrides["estimators"] = tuple(args.estimators.split(","))
-        overrides["sweep_estimators"] = tuple(args.estimators.split(","))
+        if args.suite == "tabular":
+            overrides["sweep_estimators"] = tuple(args.estimators.split(","))
     if args.experiments:
         overrides["experiments"] = tuple(args.experiments.split(","))
     try:
-        return dataclasses.replace(PRESETS[args.preset], **overrides)
-    except ValueError as exc:
+        return dataclasses.replace(PRESETS[preset], **overrides)
+    except (ValueError, TypeError) as exc:
         raise SystemExit(f"metagrad: bad bench configuration: {exc}") from exc
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from metagrad.bench_tabular import run_tabular_bench
-
     device = _check_device(args.device)
     config = _bench_config(args)
-    out = Path(args.out or f"results/tabular_{config.preset}.jsonl")
+    out = Path(args.out or f"results/{args.suite}_{config.preset}.jsonl")
     if out.exists() and not args.append:
         out.unlink()
-    rows = run_tabular_bench(config, out, device=device, progress=not args.no_progress)
+    if args.suite == "ipd":
+        from metagrad.bench_ipd import run_ipd_bench as run
+    else:
+        from metagrad.bench_tabular import run_tabular_bench as run
+    rows = run(config, out, device=device, progress=not args.no_progress)
     print(f"wrote {len(rows)} rows to {out}; summary {out.parent / (out.stem + '_summary.md')}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from metagrad.compare_ipd import IPDCompareConfig, run_ipd_compare
+
+    device = _check_device(args.device)
+    overrides: dict = {}
+    try:
+        if args.pairings:
+            overrides["pairings"] = tuple(args.pairings.split(","))
+        if args.seeds:
+            overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+        for name in ("iterations", "game", "horizon", "lookahead_lr", "lr", "optimizer"):
+            if getattr(args, name) is not None:
+                overrides[name] = getattr(args, name)
+        if args.batch is not None:
+            overrides["n_inner"] = overrides["n_outer"] = args.batch
+        config = IPDCompareConfig(**overrides)
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: bad compare configuration: {exc}") from exc
+    rows = run_ipd_compare(config, args.out, device=device, progress=not args.no_progress)
+    print(Path(args.out, "ipd_compare.md").read_text())
+    print(f"wrote {len(rows)} runs to {args.out}/ipd_compare.jsonl, curves, table and plot")
     return 0
 
 
@@ -135,22 +199,39 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.set_defaults(func=_cmd_perf)
 
     p_bench = sub.add_parser("bench", help="run a benchmark (default: the tabular liu2022 preset)")
-    p_bench.add_argument("suite", nargs="?", default="tabular", choices=["tabular"])
-    p_bench.add_argument("--preset", default="liu2022")
-    p_bench.add_argument("--out", default=None, help="JSONL file (default results/tabular_PRESET.jsonl)")
+    p_bench.add_argument("suite", nargs="?", default="tabular", choices=["tabular", "ipd"])
+    p_bench.add_argument("--preset", default=None, help="default: liu2022 (tabular), foerster2018 (ipd)")
+    p_bench.add_argument("--out", default=None, help="JSONL file (default results/SUITE_PRESET.jsonl)")
     p_bench.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     p_bench.add_argument("--device", default="cpu")
     p_bench.add_argument("--seed", type=int, default=None)
-    p_bench.add_argument("--num-tasks", type=int, default=None)
+    p_bench.add_argument("--num-tasks", type=int, default=None, help="tasks (tabular) or policy pairs (ipd)")
     p_bench.add_argument("--repeats", type=int, default=None)
     p_bench.add_argument("--estimators", default=None, help="comma-separated estimator names")
     p_bench.add_argument(
         "--experiments",
         default=None,
-        help="comma-separated: decomposition,sweep_n,sweep_k,sweep_alpha,hessian_bias",
+        help="comma-separated; tabular: decomposition,sweep_n,sweep_k,sweep_alpha,hessian_bias; "
+        "ipd: decomposition,sweep_n,sweep_lr,sweep_steps,off_policy",
     )
     p_bench.add_argument("--no-progress", action="store_true")
     p_bench.set_defaults(func=_cmd_bench)
+
+    p_cmp = sub.add_parser("compare", help="train learners against each other (ipd: naive vs LOLA)")
+    p_cmp.add_argument("suite", choices=["ipd"])
+    p_cmp.add_argument("--pairings", default=None, help="comma-separated, e.g. NL-NL,LOLA-LOLA,LOLA-DiCE")
+    p_cmp.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
+    p_cmp.add_argument("--iterations", type=int, default=None)
+    p_cmp.add_argument("--game", default=None, help="ipd or imp")
+    p_cmp.add_argument("--horizon", type=int, default=None)
+    p_cmp.add_argument("--lookahead-lr", dest="lookahead_lr", type=float, default=None)
+    p_cmp.add_argument("--lr", type=float, default=None)
+    p_cmp.add_argument("--optimizer", default=None, help="adam or sgd")
+    p_cmp.add_argument("--batch", type=int, default=None, help="episodes per inner and per outer batch")
+    p_cmp.add_argument("--out", default="results")
+    p_cmp.add_argument("--device", default="cpu")
+    p_cmp.add_argument("--no-progress", action="store_true")
+    p_cmp.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -82,6 +82,14 @@ def discounted_returns(
     Args: rewards, discounts ``[T, B, ...]``; bootstrap_value ``[B, ...]``. Returns ``[T, B, ...]``.
     """
     g = torch.zeros_like(rewards[0]) if bootstrap_value is None else bootstrap_value.to(rewards.dtype)
+    weights = cumulative_discounts(discounts.to(rewards.dtype))
+    tail = weights[-1] * discounts[-1]  # c_T
+    floor = 1e-100 if rewards.dtype == torch.float64 else 1e-20
+    if rewards.shape[0] > 1 and bool((tail.detach().abs() > floor).all()):
+        # No termination and no underflow: G_t = (sum_{k>=t} c_k r_k + c_T G_T) / c_t with
+        # suffix sums (one vectorised pass instead of a Python loop over t).
+        weighted = (weights * rewards).flip(0).cumsum(0).flip(0)
+        return (weighted + tail * g) / weights
     out = []
     for t in range(rewards.shape[0] - 1, -1, -1):
         g = rewards[t] + discounts[t] * g

@@ -9,9 +9,15 @@ import numpy as np
 import torch
 
 import envs  # noqa: F401  (registers the Gymnasium ids)
+from envs.ipd import ipd_rollout
 from envs.tabular import TabularTask, random_task, rollout
 
-__all__ = ["python_loop_throughput", "rollout_throughput"]
+__all__ = [
+    "ipd_rollout_throughput",
+    "lola_dice_update_rate",
+    "python_loop_throughput",
+    "rollout_throughput",
+]
 
 
 def rollout_throughput(
@@ -71,3 +77,78 @@ def python_loop_throughput(
         obs, _ = env.reset()
     seconds = time.perf_counter() - start
     return {"steps_per_s": steps / seconds, "episodes": num_episodes}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def ipd_rollout_throughput(
+    num_episodes: int = 4096, horizon: int = 100, *, repeats: int = 10, device: str = "cpu", seed: int = 0
+) -> dict[str, float]:
+    """Joint steps/s of :func:`envs.ipd.ipd_rollout` for one policy pair, no gradient (float64)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    init = torch.Generator().manual_seed(seed)
+    theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+    theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+    with torch.no_grad():
+        for _ in range(3):
+            ipd_rollout(theta1, theta2, num_episodes, horizon, generator=gen)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            ipd_rollout(theta1, theta2, num_episodes, horizon, generator=gen)
+        _sync(device)
+    seconds = (time.perf_counter() - start) / repeats
+    return {
+        "steps_per_s": num_episodes * horizon / seconds,
+        "seconds_per_rollout": seconds,
+        "episodes": num_episodes,
+        "horizon": horizon,
+    }
+
+
+def lola_dice_update_rate(
+    n_inner: int = 128,
+    n_outer: int = 128,
+    horizon: int = 100,
+    *,
+    updates: int = 50,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Simultaneous LOLA-DiCE updates/s of two agents (inner + outer batches of ``horizon`` steps)."""
+    from collections import deque
+
+    from agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
+
+    config = LearnerConfig("lola", "dice", n_inner=n_inner, n_outer=n_outer)
+    game = GameConfig(horizon=horizon)
+    init = torch.Generator().manual_seed(seed)
+    learners = [
+        MemoryOneLearner(config, torch.randn(5, generator=init, dtype=torch.float64).to(device), agent)
+        for agent in (1, 2)
+    ]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    buffer: deque = deque(maxlen=config.replay_batches)
+
+    def update() -> None:
+        grads, _ = iteration_gradients(learners, game, gen, buffer)
+        for learner in learners:
+            learner.step(grads[learner.agent])
+
+    for _ in range(5):
+        update()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(updates):
+        update()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / updates
+    return {
+        "updates_per_s": 1.0 / seconds,
+        "seconds_per_update": seconds,
+        "n_inner": n_inner,
+        "n_outer": n_outer,
+    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import platform
 import subprocess
 from importlib import metadata
@@ -10,9 +12,24 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["git_commit", "package_versions", "run_metadata"]
+__all__ = ["config_hash", "git_commit", "package_versions", "run_metadata"]
 
-_PACKAGES = ("metagrad", "torch", "numpy", "gymnasium", "ale-py", "stable-baselines3", "matplotlib")
+_PACKAGES = (
+    "metagrad",
+    "torch",
+    "numpy",
+    "gymnasium",
+    "ale-py",
+    "stable-baselines3",
+    "pettingzoo",
+    "matplotlib",
+)
+
+
+def config_hash(payload: object) -> str:
+    """A stable 16-hex-digit hash of a JSON-able config (keys sorted; non-JSON values as str)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,25 +12,8 @@ from metagrad.exact import (
     tabular_return,
     tabular_values,
 )
-
-EPS = 1e-5
-
-
-def central_difference(fn, x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """d fn / d x by float64 central differences (fn returns a scalar or a tensor)."""
-    x = x.detach().to(torch.float64)
-    flat = x.reshape(-1)
-    columns = []
-    for i in range(flat.numel()):
-        step = torch.zeros_like(flat)
-        step[i] = eps
-        columns.append((fn((flat + step).reshape(x.shape)) - fn((flat - step).reshape(x.shape))) / (2 * eps))
-    out = torch.stack(columns, dim=-1)
-    return out.reshape(*out.shape[:-1], *x.shape)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+from metagrad.testing import central_difference
+from metagrad.testing import relative_error as rel_err
 
 
 def exact_theta_k(task, theta, steps, lr, objective, reward=None):

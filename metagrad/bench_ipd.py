@@ -1,0 +1,511 @@
+"""``metagrad bench ipd``: LOLA gradient estimators scored against the exact LOLA gradient.
+
+A run is a list of *cells*; a cell is one LOLA recipe (:class:`~metagrad.lola.LolaSpec`) on one
+kind of policy pair, scored over ``num_pairs`` pairs x ``repeats`` estimates against
+:func:`metagrad.exact.lola_gradient` on the same horizon and discount as the samples.
+
+Policy pairs:
+
+* ``random``: both agents' logits ~ N(0, 1); the earlier (behaviour) pair for replayed episodes is
+  the pair shifted by ``behaviour_shift * N(0, 1)`` (a policy one small update earlier);
+* ``trained``: the pair after ``train_iterations`` simultaneous exact-LOLA updates from a random
+  start (Adam, lr 0.1, lookahead as in the cell); the behaviour pair is the one
+  ``behaviour_lag`` updates earlier on the same run.
+
+Experiments:
+
+* ``decomposition``: each estimator on the 7 exact/sampled stage combinations (the ``lle`` row
+  is "the outer gradient made exact");
+* ``sweep_n``: the fully sampled practical LOLA-DiCE (shared lookahead batch) against the batch n;
+* ``sweep_lr``, ``sweep_steps``: compositional bias (lookahead sampled, rest exact) against the
+  lookahead step size and number of lookahead steps;
+* ``off_policy``: on-policy ``dice_baseline`` lookahead with n episodes against off-policy DiCE with
+  the same n plus replayed earlier episodes (Liu et al. 2022's fix for compositional bias).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs.ipd import check_gamma, get_game
+from metagrad.bench_tabular import fit_loglog_slope
+from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
+from metagrad.estimators import get_estimator
+from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
+from metagrad.provenance import config_hash, run_metadata
+from metagrad.scoring import score
+
+__all__ = [
+    "EXPERIMENTS",
+    "PAIR_KINDS",
+    "PRESETS",
+    "IPDBenchConfig",
+    "IPDCell",
+    "make_ipd_cells",
+    "policy_pairs",
+    "run_ipd_bench",
+    "run_ipd_cell",
+    "write_ipd_plots",
+    "write_ipd_summary",
+]
+
+EXPERIMENTS = ("decomposition", "sweep_n", "sweep_lr", "sweep_steps", "off_policy")
+PAIR_KINDS = ("random", "trained")
+_CELL_FIELDS = (
+    "env",
+    "game",
+    "gamma",
+    "horizon",
+    "num_pairs",
+    "repeats",
+    "seed",
+    "train_iterations",
+    "behaviour_shift",
+    "behaviour_lag",
+)
+
+
+def _positive(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class IPDBenchConfig:
+    """Everything that defines an IPD/LOLA bench run (recorded in every row)."""
+
+    preset: str = "custom"
+    env: str = "MetaGrad/IPD-v0"
+    game: str = "ipd"
+    gamma: float = 0.96
+    horizon: int = 100
+    num_pairs: int = 6
+    repeats: int = 16
+    seed: int = 0
+    pair_kinds: tuple[str, ...] = PAIR_KINDS
+    train_iterations: int = 50
+    behaviour_shift: float = 0.05
+    behaviour_lag: int = 1
+    lookahead_lr: float = 0.3
+    lookahead_steps: int = 1
+    critic: str = "learned"
+    critic_noise: float = 0.0
+    estimators: tuple[str, ...] = ("dice_baseline", "loaded_dice", "lvc", "pg")
+    combinations: tuple[str, ...] = COMBINATIONS
+    n: int = 128
+    sweep_variants: tuple[str, ...] = ("lola_dice", "lola_lvc")
+    sweep_n: tuple[int, ...] = (16, 32, 64, 128, 256)
+    sweep_lr: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+    sweep_steps: tuple[int, ...] = (1, 2, 3)
+    off_policy_n: int = 16
+    off_policy_replay: tuple[int, ...] = (16, 48, 112)
+    experiments: tuple[str, ...] = EXPERIMENTS
+
+    def __post_init__(self) -> None:
+        get_game(self.game)
+        check_gamma(self.gamma)
+        for name in ("horizon", "num_pairs", "n", "off_policy_n"):
+            _positive(name, getattr(self, name))
+        _positive("repeats", self.repeats, 2)
+        _positive("train_iterations", self.train_iterations, 0)
+        _positive("behaviour_lag", self.behaviour_lag, 0)
+        _positive("lookahead_steps", self.lookahead_steps, 0)
+        if self.behaviour_lag > self.train_iterations:
+            raise ValueError(
+                f"behaviour_lag: {self.behaviour_lag} exceeds train_iterations {self.train_iterations}"
+            )
+        if any(v < 1 for v in (*self.sweep_n, *self.off_policy_replay)):
+            raise ValueError("sweep_n / off_policy_replay: sample sizes must be >= 1")
+        if any(k < 0 for k in self.sweep_steps):
+            raise ValueError(f"sweep_steps: lookahead steps must be >= 0, got {self.sweep_steps}")
+        if not self.behaviour_shift >= 0 or not self.critic_noise >= 0:
+            raise ValueError("behaviour_shift / critic_noise: must be >= 0")
+        CriticSpec(self.critic, self.critic_noise)
+        for est in self.estimators:
+            get_estimator(est)
+        for variant in self.sweep_variants:
+            lola_variant(variant, replay=1)
+        for combo in self.combinations:
+            if combo not in COMBINATIONS:
+                raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
+        for kind in self.pair_kinds:
+            if kind not in PAIR_KINDS:
+                raise ValueError(f"pair_kinds: unknown {kind!r}; known: {PAIR_KINDS}")
+        unknown = set(self.experiments) - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"experiments: unknown {sorted(unknown)}; known: {EXPERIMENTS}")
+
+    def base_spec(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(
+            gamma=self.gamma,
+            horizon=self.horizon,
+            game=self.game,
+            critic=CriticSpec(self.critic, self.critic_noise),
+            lookahead_lr=kwargs.pop("lookahead_lr", self.lookahead_lr),
+            lookahead_steps=kwargs.pop("lookahead_steps", self.lookahead_steps),
+            **kwargs,
+        )
+
+
+PRESETS: dict[str, IPDBenchConfig] = {
+    # LOLA-DiCE protocol (Foerster et al. 2018): gamma 0.96, 100-step episodes, batch 128,
+    # one lookahead step of 0.3; 6 pairs x 16 repeats per cell.
+    "foerster2018": IPDBenchConfig(preset="foerster2018"),
+    "quick": IPDBenchConfig(
+        preset="quick",
+        horizon=50,
+        num_pairs=3,
+        repeats=8,
+        train_iterations=20,
+        estimators=("dice_baseline", "lvc"),
+        combinations=("eel", "ele", "lee", "lle", "lll"),
+        n=64,
+        sweep_variants=("lola_dice",),
+        sweep_n=(16, 64),
+        sweep_lr=(0.3, 1.0),
+        sweep_steps=(1, 2),
+        off_policy_replay=(48,),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class IPDCell:
+    """One scored setting: experiment, estimator label, pair kind and the LOLA recipe."""
+
+    experiment: str
+    estimator: str
+    pair_kind: str
+    spec: LolaSpec
+    n: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, config: IPDBenchConfig) -> str:
+        return config_hash(
+            {
+                "config": {name: getattr(config, name) for name in _CELL_FIELDS},
+                "experiment": self.experiment,
+                "pair_kind": self.pair_kind,
+                "spec": self.spec.to_dict(),
+            }
+        )
+
+
+def make_ipd_cells(config: IPDBenchConfig) -> list[IPDCell]:
+    """The cells of a run, in a fixed order."""
+    cells: list[IPDCell] = []
+    for kind in config.pair_kinds:
+        if "decomposition" in config.experiments:
+            for est in config.estimators:
+                for combo in config.combinations:
+                    spec = LolaSpec.from_combination(combo, est, config.n, **config.base_spec())
+                    cells.append(IPDCell("decomposition", est, kind, spec, config.n))
+        if "sweep_n" in config.experiments:
+            for variant in config.sweep_variants:
+                for n in config.sweep_n:
+                    spec = lola_variant(variant, n, n, replay=n, **config.base_spec())
+                    cells.append(IPDCell("sweep_n", variant, kind, spec, n))
+        for experiment, values, name in (
+            ("sweep_lr", config.sweep_lr, "lookahead_lr"),
+            ("sweep_steps", config.sweep_steps, "lookahead_steps"),
+        ):
+            if experiment not in config.experiments:
+                continue
+            for value in values:
+                spec = LolaSpec.from_combination(
+                    "lee", "dice_baseline", config.n, **config.base_spec(**{name: value})
+                )
+                cells.append(IPDCell(experiment, "dice_baseline", kind, spec, config.n))
+        if "off_policy" in config.experiments:
+            n = config.off_policy_n
+            for combo in ("lee", "lll"):
+                spec = LolaSpec.from_combination(combo, "dice_baseline", n, **config.base_spec())
+                cells.append(IPDCell("off_policy", "dice_baseline", kind, spec, n, {"replay": 0}))
+                for replay in config.off_policy_replay:
+                    stages = [
+                        StageSpec("off_policy_dice", n, replay)
+                        if role != "outer"
+                        else StageSpec("dice_baseline", n)
+                        for role in ("inner", "hessian", "outer")
+                    ]
+                    if combo == "lee":
+                        stages[1], stages[2] = StageSpec(), StageSpec()
+                    spec = LolaSpec(*stages, **config.base_spec())
+                    cells.append(IPDCell("off_policy", "off_policy_dice", kind, spec, n, {"replay": replay}))
+    return cells
+
+
+def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
+    """The ``num_pairs`` evaluation pairs of one kind, each with its behaviour (earlier) pair.
+
+    Returns dicts with ``theta1, theta2, mu1, mu2`` (float64 ``[5]``), deterministic in the seed.
+    """
+    from agents.lola import GameConfig, LearnerConfig, play
+
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"pair_kind: unknown {kind!r}; known: {PAIR_KINDS}")
+    pairs = []
+    for i in range(config.num_pairs):
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + i)
+        t1 = torch.randn(5, generator=gen, dtype=torch.float64)
+        t2 = torch.randn(5, generator=gen, dtype=torch.float64)
+        if kind == "random":
+            shift = config.behaviour_shift
+            mu1 = t1 + shift * torch.randn(5, generator=gen, dtype=torch.float64)
+            mu2 = t2 + shift * torch.randn(5, generator=gen, dtype=torch.float64)
+            pairs.append({"theta1": t1, "theta2": t2, "mu1": mu1, "mu2": mu2})
+            continue
+        learner = LearnerConfig("lola", "exact", lookahead_lr=config.lookahead_lr, optimizer="adam", lr=0.1)
+        game = GameConfig(config.game, config.gamma, config.horizon)
+        hist = play(learner, learner, config.train_iterations, game=game, theta1=t1, theta2=t2, seed=i)
+        lag = -1 - config.behaviour_lag
+        pairs.append(
+            {
+                "theta1": hist["path1"][-1],
+                "theta2": hist["path2"][-1],
+                "mu1": hist["path1"][lag],
+                "mu2": hist["path2"][lag],
+            }
+        )
+    return pairs
+
+
+def _cell_seed(config: IPDBenchConfig, cell: IPDCell) -> int:
+    return int(cell.key(config), 16) % (2**62) + config.seed
+
+
+def run_ipd_cell(
+    config: IPDBenchConfig,
+    cell: IPDCell,
+    pairs: list[dict[str, torch.Tensor]] | None = None,
+    *,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Score one cell over its policy pairs; returns its result row (config, metrics, provenance)."""
+    pairs = policy_pairs(config, cell.pair_kind) if pairs is None else pairs
+    spec = cell.spec
+    start = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(_cell_seed(config, cell))
+    samples, exact = [], []
+    for p in pairs:
+        t1, t2 = p["theta1"].to(device), p["theta2"].to(device)
+        exact.append(exact_lola_target(p["theta1"], p["theta2"], spec).cpu())
+        samples.append(
+            sample_lola_gradients(
+                t1,
+                t2,
+                spec,
+                config.repeats,
+                generator=gen,
+                behaviour=(p["mu1"].to(device), p["mu2"].to(device)),
+            ).cpu()
+        )
+    metrics = score(
+        torch.stack(samples),
+        torch.stack(exact),
+        generator=torch.Generator().manual_seed(_cell_seed(config, cell)),
+    )
+    row: dict[str, Any] = {
+        "cell_id": cell.key(config),
+        "bench": "ipd",
+        "env": config.env,
+        "game": config.game,
+        "preset": config.preset,
+        "experiment": cell.experiment,
+        "estimator": cell.estimator,
+        "pair_kind": cell.pair_kind,
+        "combination": spec.combination,
+        "inner": spec.inner.estimator,
+        "hessian": spec.hessian.estimator,
+        "outer": spec.outer.estimator,
+        "n_inner": spec.inner.n,
+        "n_hessian": spec.hessian.n,
+        "n_outer": spec.outer.n,
+        "replay": spec.inner.replay,
+        "shared_lookahead": spec.shared_lookahead,
+        "lookahead_steps": spec.lookahead_steps,
+        "lookahead_lr": spec.lookahead_lr,
+        "gamma": spec.gamma,
+        "horizon": spec.horizon,
+        "critic": spec.critic.kind,
+        "num_tasks": len(pairs),
+        "repeats": config.repeats,
+        "seed": config.seed,
+        **metrics.to_dict(),
+        "wall_s": time.perf_counter() - start,
+        "spec": spec.to_dict(),
+        "config": dataclasses.asdict(config),
+        **run_metadata(device),
+    }
+    row.update(cell.extra)
+    return row
+
+
+def run_ipd_bench(
+    config: IPDBenchConfig,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    plots: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every cell of ``config``, appending one JSONL row per cell to ``out``; then plots and
+    a markdown summary next to it. Returns the rows."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cells = make_ipd_cells(config)
+    pairs = {kind: policy_pairs(config, kind) for kind in config.pair_kinds}
+    rows = []
+    start = time.perf_counter()
+    with (
+        out.open("a", encoding="utf-8") as fh,
+        tqdm(total=len(cells), disable=not progress, unit="cell", desc=f"ipd/{config.preset}") as bar,
+    ):
+        for cell in cells:
+            bar.set_postfix_str(
+                f"{cell.experiment} {cell.estimator} {cell.spec.combination} {cell.pair_kind}"
+            )
+            row = run_ipd_cell(config, cell, pairs[cell.pair_kind], device=device)
+            fh.write(json.dumps(row, default=str) + "\n")
+            fh.flush()
+            rows.append(row)
+            bar.update(1)
+    total = time.perf_counter() - start
+    if plots:
+        write_ipd_plots(rows, out.parent, stem=out.stem)
+    write_ipd_summary(rows, out.parent / f"{out.stem}_summary.md", total_seconds=total)
+    return rows
+
+
+def _series(rows: list[dict], experiment: str, xkey: str, kind: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["experiment"] == experiment and r["pair_kind"] == kind:
+            label = r["estimator"]
+            if experiment == "off_policy":
+                label = f"{r['combination']}"
+            out.setdefault(label, []).append(r)
+    return {k: sorted(v, key=lambda r: r[xkey]) for k, v in out.items()}
+
+
+_PANELS = (
+    ("sweep_n", "n_inner", "bias_debiased", "batch n (inner = outer)", True),
+    ("sweep_n", "n_inner", "corr", "batch n (inner = outer)", False),
+    ("sweep_lr", "lookahead_lr", "bias_debiased", "lookahead step size", False),
+    ("sweep_steps", "lookahead_steps", "bias_debiased", "lookahead steps", False),
+    ("off_policy", "replay", "bias_debiased", "replayed earlier episodes", False),
+)
+
+
+def write_ipd_plots(rows: list[dict], folder: str | Path, stem: str = "ipd") -> list[Path]:
+    """PNG plots per experiment (one line per pair kind and estimator) with CIs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    written = []
+    for experiment, xkey, ykey, xlabel, loglog in _PANELS:
+        kinds = [k for k in PAIR_KINDS if _series(rows, experiment, xkey, k)]
+        if not kinds:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for kind in kinds:
+            for label, rs in _series(rows, experiment, xkey, kind).items():
+                x = [r[xkey] for r in rs]
+                y = [r[ykey] for r in rs]
+                if ykey == "bias_debiased":
+                    err = [
+                        [r[ykey] - r["bias_ci_low"] for r in rs],
+                        [r["bias_ci_high"] - r[ykey] for r in rs],
+                    ]
+                else:
+                    err = [r["corr_se"] for r in rs]
+                name = f"{label} ({kind})"
+                if loglog:
+                    name += f" slope {fit_loglog_slope(x, y):.2f}"
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+        if loglog:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ykey)
+        ax.set_title(f"LOLA {experiment}: {ykey}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = folder / f"{stem}_{experiment}_{ykey}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_ipd_summary(rows: list[dict], path: str | Path, total_seconds: float | None = None) -> Path:
+    """Markdown summary: the decomposition tables (corr, corr with the outer stage exact, bias,
+    variance, MSE) and each sweep, per pair kind."""
+    path = Path(path)
+    lines = ["# LOLA gradient estimators in the IPD", ""]
+    if rows:
+        r0 = rows[0]
+        lines += [
+            f"Preset `{r0['preset']}`, game `{r0['game']}`, gamma {r0['gamma']}, horizon {r0['horizon']}, "
+            f"critic `{r0['critic']}`, {r0['num_tasks']} pairs x {r0['repeats']} repeats, seed {r0['seed']}, "
+            f"commit `{r0['git_commit']}`." + (f" Wall time {total_seconds:.1f} s." if total_seconds else ""),
+            "",
+        ]
+    for kind in PAIR_KINDS:
+        dec = [r for r in rows if r["experiment"] == "decomposition" and r["pair_kind"] == kind]
+        if dec:
+            lines += [
+                f"## Decomposition, {kind} pairs (n = {dec[0]['n_inner'] or dec[0]['n_outer']}, "
+                f"lookahead {dec[0]['lookahead_steps']} x {dec[0]['lookahead_lr']})",
+                "",
+                "| estimator | corr lll | corr lle (outer exact) | bias ele (Hessian only) | bias lll [CI] "
+                "| variance lll | mse lll |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for est in dict.fromkeys(r["estimator"] for r in dec):
+                by = {r["combination"]: r for r in dec if r["estimator"] == est}
+
+                def get(combo: str, fmt: str, by: dict = by) -> str:
+                    r = by.get(combo)
+                    return "-" if r is None else fmt.format(**r)
+
+                lines.append(
+                    f"| {est} | {get('lll', '{corr:.3f} ± {corr_se:.3f}')} "
+                    f"| {get('lle', '{corr:.3f} ± {corr_se:.3f}')} "
+                    f"| {get('ele', '{bias_debiased:.4f} [{bias_ci_low:.4f}, {bias_ci_high:.4f}]')} "
+                    f"| {get('lll', '{bias_debiased:.4f} [{bias_ci_low:.4f}, {bias_ci_high:.4f}]')} "
+                    f"| {get('lll', '{variance:.4g}')} | {get('lll', '{mse:.4g}')} |"
+                )
+            lines.append("")
+        for experiment, xkey, ykey, xlabel, _ in _PANELS:
+            if ykey != "bias_debiased":
+                continue
+            series = _series(rows, experiment, xkey, kind)
+            if not series:
+                continue
+            lines += [f"## {experiment}, {kind} pairs: debiased bias and MSE vs {xlabel}", ""]
+            lines += ["| series | points (x: bias [CI], mse) | log-log slope of bias |", "|---|---|---|"]
+            for label, rs in series.items():
+                pts = "; ".join(
+                    f"{r[xkey]}: {r[ykey]:.4g} [{r['bias_ci_low']:.3g}, {r['bias_ci_high']:.3g}], "
+                    f"{r['mse']:.3g}"
+                    for r in rs
+                )
+                slope = fit_loglog_slope([r[xkey] for r in rs], [r[ykey] for r in rs])
+                lines.append(f"| {label} | {pts} | {slope:.2f} |")
+            lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
