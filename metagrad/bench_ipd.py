@@ -26,11 +26,10 @@ Experiments:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -39,7 +38,8 @@ from metagrad.bench_tabular import fit_loglog_slope
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
 from metagrad.estimators import get_estimator
 from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
-from metagrad.provenance import config_hash, run_metadata
+from metagrad.provenance import run_metadata
+from metagrad.results import Cell, cell_seed, run_cells
 from metagrad.scoring import score
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "PAIR_KINDS",
     "PRESETS",
     "IPDBenchConfig",
-    "IPDCell",
     "make_ipd_cells",
     "policy_pairs",
     "run_ipd_bench",
@@ -80,6 +79,8 @@ def _positive(name: str, value: Any, minimum: int = 1) -> None:
 @dataclass(frozen=True)
 class IPDBenchConfig:
     """Everything that defines an IPD/LOLA bench run (recorded in every row)."""
+
+    CELL_FIELDS: ClassVar[tuple[str, ...]] = _CELL_FIELDS
 
     preset: str = "custom"
     env: str = "MetaGrad/IPD-v0"
@@ -176,42 +177,21 @@ PRESETS: dict[str, IPDBenchConfig] = {
 }
 
 
-@dataclass(frozen=True)
-class IPDCell:
-    """One scored setting: experiment, estimator label, pair kind and the LOLA recipe."""
-
-    experiment: str
-    estimator: str
-    pair_kind: str
-    spec: LolaSpec
-    n: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def key(self, config: IPDBenchConfig) -> str:
-        return config_hash(
-            {
-                "config": {name: getattr(config, name) for name in _CELL_FIELDS},
-                "experiment": self.experiment,
-                "pair_kind": self.pair_kind,
-                "spec": self.spec.to_dict(),
-            }
-        )
-
-
-def make_ipd_cells(config: IPDBenchConfig) -> list[IPDCell]:
+def make_ipd_cells(config: IPDBenchConfig) -> list[Cell]:
     """The cells of a run, in a fixed order."""
-    cells: list[IPDCell] = []
+    cells: list[Cell] = []
     for kind in config.pair_kinds:
+        tag = {"pair_kind": kind}
         if "decomposition" in config.experiments:
             for est in config.estimators:
                 for combo in config.combinations:
                     spec = LolaSpec.from_combination(combo, est, config.n, **config.base_spec())
-                    cells.append(IPDCell("decomposition", est, kind, spec, config.n))
+                    cells.append(Cell("decomposition", est, spec, config.n, tags=tag))
         if "sweep_n" in config.experiments:
             for variant in config.sweep_variants:
                 for n in config.sweep_n:
                     spec = lola_variant(variant, n, n, replay=n, **config.base_spec())
-                    cells.append(IPDCell("sweep_n", variant, kind, spec, n))
+                    cells.append(Cell("sweep_n", variant, spec, n, tags=tag))
         for experiment, values, name in (
             ("sweep_lr", config.sweep_lr, "lookahead_lr"),
             ("sweep_steps", config.sweep_steps, "lookahead_steps"),
@@ -222,12 +202,12 @@ def make_ipd_cells(config: IPDBenchConfig) -> list[IPDCell]:
                 spec = LolaSpec.from_combination(
                     "lee", "dice_baseline", config.n, **config.base_spec(**{name: value})
                 )
-                cells.append(IPDCell(experiment, "dice_baseline", kind, spec, config.n))
+                cells.append(Cell(experiment, "dice_baseline", spec, config.n, tags=tag))
         if "off_policy" in config.experiments:
             n = config.off_policy_n
             for combo in ("lee", "lll"):
                 spec = LolaSpec.from_combination(combo, "dice_baseline", n, **config.base_spec())
-                cells.append(IPDCell("off_policy", "dice_baseline", kind, spec, n, {"replay": 0}))
+                cells.append(Cell("off_policy", "dice_baseline", spec, n, {"replay": 0}, tag))
                 for replay in config.off_policy_replay:
                     stages = [
                         StageSpec("off_policy_dice", n, replay)
@@ -238,7 +218,7 @@ def make_ipd_cells(config: IPDBenchConfig) -> list[IPDCell]:
                     if combo == "lee":
                         stages[1], stages[2] = StageSpec(), StageSpec()
                     spec = LolaSpec(*stages, **config.base_spec())
-                    cells.append(IPDCell("off_policy", "off_policy_dice", kind, spec, n, {"replay": replay}))
+                    cells.append(Cell("off_policy", "off_policy_dice", spec, n, {"replay": replay}, tag))
     return cells
 
 
@@ -277,22 +257,18 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
     return pairs
 
 
-def _cell_seed(config: IPDBenchConfig, cell: IPDCell) -> int:
-    return int(cell.key(config), 16) % (2**62) + config.seed
-
-
 def run_ipd_cell(
     config: IPDBenchConfig,
-    cell: IPDCell,
+    cell: Cell,
     pairs: list[dict[str, torch.Tensor]] | None = None,
     *,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Score one cell over its policy pairs; returns its result row (config, metrics, provenance)."""
-    pairs = policy_pairs(config, cell.pair_kind) if pairs is None else pairs
+    pairs = policy_pairs(config, cell.tags["pair_kind"]) if pairs is None else pairs
     spec = cell.spec
     start = time.perf_counter()
-    gen = torch.Generator(device=device).manual_seed(_cell_seed(config, cell))
+    gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
     samples, exact = [], []
     for p in pairs:
         t1, t2 = p["theta1"].to(device), p["theta2"].to(device)
@@ -310,7 +286,7 @@ def run_ipd_cell(
     metrics = score(
         torch.stack(samples),
         torch.stack(exact),
-        generator=torch.Generator().manual_seed(_cell_seed(config, cell)),
+        generator=torch.Generator().manual_seed(cell_seed(config, cell)),
     )
     row: dict[str, Any] = {
         "cell_id": cell.key(config),
@@ -320,7 +296,7 @@ def run_ipd_cell(
         "preset": config.preset,
         "experiment": cell.experiment,
         "estimator": cell.estimator,
-        "pair_kind": cell.pair_kind,
+        "pair_kind": cell.tags["pair_kind"],
         "combination": spec.combination,
         "inner": spec.inner.estimator,
         "hessian": spec.hessian.estimator,
@@ -358,28 +334,16 @@ def run_ipd_bench(
 ) -> list[dict[str, Any]]:
     """Run every cell of ``config``, appending one JSONL row per cell to ``out``; then plots and
     a markdown summary next to it. Returns the rows."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     cells = make_ipd_cells(config)
     pairs = {kind: policy_pairs(config, kind) for kind in config.pair_kinds}
-    rows = []
-    start = time.perf_counter()
-    with (
-        out.open("a", encoding="utf-8") as fh,
-        tqdm(total=len(cells), disable=not progress, unit="cell", desc=f"ipd/{config.preset}") as bar,
-    ):
-        for cell in cells:
-            bar.set_postfix_str(
-                f"{cell.experiment} {cell.estimator} {cell.spec.combination} {cell.pair_kind}"
-            )
-            row = run_ipd_cell(config, cell, pairs[cell.pair_kind], device=device)
-            fh.write(json.dumps(row, default=str) + "\n")
-            fh.flush()
-            rows.append(row)
-            bar.update(1)
-    total = time.perf_counter() - start
+    rows, total = run_cells(
+        cells,
+        lambda cell: run_ipd_cell(config, cell, pairs[cell.tags["pair_kind"]], device=device),
+        out,
+        desc=f"ipd/{config.preset}",
+        progress=progress,
+    )
     if plots:
         write_ipd_plots(rows, out.parent, stem=out.stem)
     write_ipd_summary(rows, out.parent / f"{out.stem}_summary.md", total_seconds=total)

@@ -17,13 +17,12 @@ so any cell can be recomputed alone with the same numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,7 +36,8 @@ from metagrad.decomposed import (
     sample_meta_gradients,
 )
 from metagrad.estimators import get_estimator
-from metagrad.provenance import config_hash, run_metadata
+from metagrad.provenance import run_metadata
+from metagrad.results import Cell, cell_seed, run_cells
 from metagrad.scoring import score
 
 __all__ = [
@@ -74,6 +74,8 @@ _CELL_FIELDS = (
 @dataclass(frozen=True)
 class TabularBenchConfig:
     """Everything that defines a tabular bench run (recorded in every row)."""
+
+    CELL_FIELDS: ClassVar[tuple[str, ...]] = _CELL_FIELDS
 
     preset: str = "custom"
     env: str = "MetaGrad/TabularMDP-v0"
@@ -156,26 +158,6 @@ PRESETS: dict[str, TabularBenchConfig] = {
 }
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One scored setting: an experiment label, its estimator label and the recipe."""
-
-    experiment: str
-    estimator: str
-    spec: MetaGradientSpec
-    n: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def key(self, config: TabularBenchConfig) -> str:
-        return config_hash(
-            {
-                "config": {name: getattr(config, name) for name in _CELL_FIELDS},
-                "experiment": self.experiment,
-                "spec": self.spec.to_dict(),
-            }
-        )
-
-
 def make_cells(config: TabularBenchConfig) -> list[Cell]:
     """The cells of a run, in a fixed order."""
     critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
@@ -217,10 +199,6 @@ def make_cells(config: TabularBenchConfig) -> list[Cell]:
     return cells
 
 
-def _cell_seed(config: TabularBenchConfig, cell: Cell) -> int:
-    return int(cell.key(config), 16) % (2**62) + config.seed
-
-
 def run_cell(
     config: TabularBenchConfig,
     cell: Cell,
@@ -234,7 +212,7 @@ def run_cell(
     exact_cache = {} if exact_cache is None else exact_cache
     spec = cell.spec
     start = time.perf_counter()
-    gen = torch.Generator(device=device).manual_seed(_cell_seed(config, cell))
+    gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
     logits = torch.zeros(config.num_states, config.num_actions, dtype=torch.float64, device=device)
     samples, exact = [], []
     for i, task in enumerate(tasks):
@@ -250,7 +228,7 @@ def run_cell(
     metrics = score(
         torch.stack(samples),
         torch.stack(exact),
-        generator=torch.Generator().manual_seed(_cell_seed(config, cell)),
+        generator=torch.Generator().manual_seed(cell_seed(config, cell)),
     )
     row: dict[str, Any] = {
         "cell_id": cell.key(config),
@@ -296,27 +274,17 @@ def run_tabular_bench(
 
     Returns the rows. Plots (PNG) and ``summary.md`` go next to ``out``.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     cells = make_cells(config)
     tasks = config.tasks()
     exact_cache: dict = {}
-    rows = []
-    start = time.perf_counter()
-    with (
-        out.open("a", encoding="utf-8") as fh,
-        tqdm(total=len(cells), disable=not progress, unit="cell", desc=f"tabular/{config.preset}") as bar,
-    ):
-        for cell in cells:
-            bar.set_postfix_str(f"{cell.experiment} {cell.estimator} {cell.spec.combination}")
-            row = run_cell(config, cell, tasks, device=device, exact_cache=exact_cache)
-            fh.write(json.dumps(row, default=str) + "\n")
-            fh.flush()
-            rows.append(row)
-            bar.update(1)
-    total = time.perf_counter() - start
+    rows, total = run_cells(
+        cells,
+        lambda cell: run_cell(config, cell, tasks, device=device, exact_cache=exact_cache),
+        out,
+        desc=f"tabular/{config.preset}",
+        progress=progress,
+    )
     if plots:
         write_plots(rows, out.parent, stem=out.stem)
     write_summary(rows, out.parent / f"{out.stem}_summary.md", total_seconds=total)

@@ -38,6 +38,7 @@ __all__ = [
     "CriticSpec",
     "MetaGradientSpec",
     "StageSpec",
+    "StagedSpec",
     "critic_values",
     "detached_leaf",
     "exact_meta_gradient",
@@ -119,8 +120,40 @@ class StageSpec:
         return self.estimator == "exact"
 
 
+class StagedSpec:
+    """Shared behaviour of the three-stage specs (:class:`MetaGradientSpec`, ``LolaSpec``): the
+    stage code, construction from a code, validation and a plain-dict form."""
+
+    inner: StageSpec
+    hessian: StageSpec
+    outer: StageSpec
+
+    def check_stages(self) -> None:
+        for name in ("inner", "hessian", "outer"):
+            if not isinstance(getattr(self, name), StageSpec):
+                raise ValueError(f"{name}: expected a StageSpec, got {type(getattr(self, name)).__name__}")
+
+    @property
+    def combination(self) -> str:
+        """The three-letter stage code (inner, hessian, outer), ``e`` exact, ``l`` estimated."""
+        return "".join("e" if s.is_exact else "l" for s in (self.inner, self.hessian, self.outer))
+
+    @classmethod
+    def from_combination(cls, combination: str, estimator: str, n: int, **kwargs: Any):
+        """Spec with ``estimator`` and ``n`` episodes at every ``l`` stage of ``combination``."""
+        if len(combination) != 3 or set(combination) - {"e", "l"}:
+            raise ValueError(
+                f"combination: expected three letters from 'e'/'l' such as 'lel', got {combination!r}"
+            )
+        stages = [StageSpec() if c == "e" else StageSpec(estimator, n) for c in combination]
+        return cls(inner=stages[0], hessian=stages[1], outer=stages[2], **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True)
-class MetaGradientSpec:
+class MetaGradientSpec(StagedSpec):
     """How to compute one meta-gradient estimate (see the module docstring).
 
     Attributes:
@@ -147,9 +180,7 @@ class MetaGradientSpec:
     hessian_bias_noise: float = 0.3
 
     def __post_init__(self) -> None:
-        for name in ("inner", "hessian", "outer"):
-            if not isinstance(getattr(self, name), StageSpec):
-                raise ValueError(f"{name}: expected a StageSpec, got {type(getattr(self, name)).__name__}")
+        self.check_stages()
         _check_int("inner_steps", self.inner_steps, 0)
         if not isinstance(self.inner_lr, (int, float)) or self.inner_lr != self.inner_lr:
             raise ValueError(f"inner_lr: expected a finite number, got {self.inner_lr!r}")
@@ -161,24 +192,6 @@ class MetaGradientSpec:
             )
         if self.hessian_bias is not None and not self.hessian_bias >= 0:
             raise ValueError(f"hessian_bias: must be >= 0 or None, got {self.hessian_bias}")
-
-    @property
-    def combination(self) -> str:
-        """The three-letter stage code, e.g. ``"lel"``."""
-        return "".join("e" if s.is_exact else "l" for s in (self.inner, self.hessian, self.outer))
-
-    @classmethod
-    def from_combination(cls, combination: str, estimator: str, n: int, **kwargs: Any) -> MetaGradientSpec:
-        """Spec with ``estimator`` and ``n`` episodes at every ``l`` stage of ``combination``."""
-        if len(combination) != 3 or set(combination) - {"e", "l"}:
-            raise ValueError(
-                f"combination: expected three letters from 'e'/'l' such as 'lel', got {combination!r}"
-            )
-        stages = [StageSpec() if c == "e" else StageSpec(estimator, n) for c in combination]
-        return cls(inner=stages[0], hessian=stages[1], outer=stages[2], **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def critic_values(

@@ -41,6 +41,7 @@ from envs.ipd import (
 )
 from metagrad.decomposed import (
     CriticSpec,
+    StagedSpec,
     StageSpec,
     critic_values,
     detached_leaf,
@@ -68,7 +69,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 
 @dataclass(frozen=True)
-class LolaSpec:
+class LolaSpec(StagedSpec):
     """How to compute one LOLA gradient estimate (see the module docstring).
 
     Attributes:
@@ -98,9 +99,7 @@ class LolaSpec:
     agent: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("inner", "hessian", "outer"):
-            if not isinstance(getattr(self, name), StageSpec):
-                raise ValueError(f"{name}: expected a StageSpec, got {type(getattr(self, name)).__name__}")
+        self.check_stages()
         _check_int("lookahead_steps", self.lookahead_steps, 0)
         _check_int("horizon", self.horizon, 1)
         lr = self.lookahead_lr
@@ -116,24 +115,6 @@ class LolaSpec:
             raise ValueError(
                 "shared_lookahead: needs the same inner and hessian stage (one batch serves both)"
             )
-
-    @property
-    def combination(self) -> str:
-        """The three-letter stage code (inner, hessian, outer), ``e`` exact, ``l`` sampled."""
-        return "".join("e" if s.is_exact else "l" for s in (self.inner, self.hessian, self.outer))
-
-    @classmethod
-    def from_combination(cls, combination: str, estimator: str, n: int, **kwargs: Any) -> LolaSpec:
-        """Spec with ``estimator`` and ``n`` episodes at every ``l`` stage of ``combination``."""
-        if len(combination) != 3 or set(combination) - {"e", "l"}:
-            raise ValueError(
-                f"combination: expected three letters from 'e'/'l' such as 'lel', got {combination!r}"
-            )
-        stages = [StageSpec() if c == "e" else StageSpec(estimator, n) for c in combination]
-        return cls(inner=stages[0], hessian=stages[1], outer=stages[2], **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def lola_variant(
