@@ -25,7 +25,6 @@ Experiments:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,11 @@ from typing import Any, ClassVar
 import torch
 
 from envs.ipd import check_gamma, get_game
-from metagrad.bench_tabular import fit_loglog_slope
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
 from metagrad.estimators import get_estimator
 from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
-from metagrad.provenance import run_metadata
-from metagrad.results import Cell, cell_seed, run_cells
+from metagrad.plotting import fit_loglog_slope, series_panel
+from metagrad.results import Cell, cell_row, cell_seed, run_cells
 from metagrad.scoring import score
 
 __all__ = [
@@ -288,22 +286,8 @@ def run_ipd_cell(
         torch.stack(exact),
         generator=torch.Generator().manual_seed(cell_seed(config, cell)),
     )
-    row: dict[str, Any] = {
-        "cell_id": cell.key(config),
-        "bench": "ipd",
-        "env": config.env,
+    fields = {
         "game": config.game,
-        "preset": config.preset,
-        "experiment": cell.experiment,
-        "estimator": cell.estimator,
-        "pair_kind": cell.tags["pair_kind"],
-        "combination": spec.combination,
-        "inner": spec.inner.estimator,
-        "hessian": spec.hessian.estimator,
-        "outer": spec.outer.estimator,
-        "n_inner": spec.inner.n,
-        "n_hessian": spec.hessian.n,
-        "n_outer": spec.outer.n,
         "replay": spec.inner.replay,
         "shared_lookahead": spec.shared_lookahead,
         "lookahead_steps": spec.lookahead_steps,
@@ -312,16 +296,10 @@ def run_ipd_cell(
         "horizon": spec.horizon,
         "critic": spec.critic.kind,
         "num_tasks": len(pairs),
-        "repeats": config.repeats,
-        "seed": config.seed,
-        **metrics.to_dict(),
-        "wall_s": time.perf_counter() - start,
-        "spec": spec.to_dict(),
-        "config": dataclasses.asdict(config),
-        **run_metadata(device),
     }
-    row.update(cell.extra)
-    return row
+    return cell_row(
+        "ipd", config, cell, metrics.to_dict(), fields, wall_s=time.perf_counter() - start, device=device
+    )
 
 
 def run_ipd_bench(
@@ -372,46 +350,27 @@ _PANELS = (
 
 def write_ipd_plots(rows: list[dict], folder: str | Path, stem: str = "ipd") -> list[Path]:
     """PNG plots per experiment (one line per pair kind and estimator) with CIs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
     written = []
     for experiment, xkey, ykey, xlabel, loglog in _PANELS:
-        kinds = [k for k in PAIR_KINDS if _series(rows, experiment, xkey, k)]
-        if not kinds:
-            continue
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for kind in kinds:
-            for label, rs in _series(rows, experiment, xkey, kind).items():
-                x = [r[xkey] for r in rs]
-                y = [r[ykey] for r in rs]
-                if ykey == "bias_debiased":
-                    err = [
-                        [r[ykey] - r["bias_ci_low"] for r in rs],
-                        [r["bias_ci_high"] - r[ykey] for r in rs],
-                    ]
-                else:
-                    err = [r["corr_se"] for r in rs]
-                name = f"{label} ({kind})"
-                if loglog:
-                    name += f" slope {fit_loglog_slope(x, y):.2f}"
-                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
-        if loglog:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ykey)
-        ax.set_title(f"LOLA {experiment}: {ykey}")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = folder / f"{stem}_{experiment}_{ykey}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        series = {
+            f"{label} ({kind})": rs
+            for kind in PAIR_KINDS
+            for label, rs in _series(rows, experiment, xkey, kind).items()
+        }
+        if series:
+            written.append(
+                series_panel(
+                    folder / f"{stem}_{experiment}_{ykey}.png",
+                    series,
+                    xkey,
+                    ykey,
+                    xlabel=xlabel,
+                    ylabel=ykey,
+                    title=f"LOLA {experiment}: {ykey}",
+                    loglog=loglog,
+                )
+            )
     return written
 
 

@@ -16,15 +16,11 @@ so any cell can be recomputed alone with the same numbers.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from envs.tabular import TabularTask, random_task
@@ -36,8 +32,8 @@ from metagrad.decomposed import (
     sample_meta_gradients,
 )
 from metagrad.estimators import get_estimator
-from metagrad.provenance import run_metadata
-from metagrad.results import Cell, cell_seed, run_cells
+from metagrad.plotting import fit_loglog_slope, series_panel
+from metagrad.results import Cell, cell_row, cell_seed, run_cells
 from metagrad.scoring import score
 
 __all__ = [
@@ -230,36 +226,17 @@ def run_cell(
         torch.stack(exact),
         generator=torch.Generator().manual_seed(cell_seed(config, cell)),
     )
-    row: dict[str, Any] = {
-        "cell_id": cell.key(config),
-        "bench": "tabular",
-        "env": config.env,
-        "preset": config.preset,
-        "experiment": cell.experiment,
-        "estimator": cell.estimator,
-        "combination": spec.combination,
-        "inner": spec.inner.estimator,
-        "hessian": spec.hessian.estimator,
-        "outer": spec.outer.estimator,
-        "n_inner": spec.inner.n,
-        "n_hessian": spec.hessian.n,
-        "n_outer": spec.outer.n,
+    fields = {
         "inner_steps": spec.inner_steps,
         "inner_lr": spec.inner_lr,
         "objective": spec.objective,
         "critic_noise": spec.critic.noise,
         "hessian_bias_c": spec.hessian_bias,
         "num_tasks": len(tasks),
-        "repeats": config.repeats,
-        "seed": config.seed,
-        **metrics.to_dict(),
-        "wall_s": time.perf_counter() - start,
-        "spec": spec.to_dict(),
-        "config": dataclasses.asdict(config),
-        **run_metadata(device),
     }
-    row.update(cell.extra)
-    return row
+    return cell_row(
+        "tabular", config, cell, metrics.to_dict(), fields, wall_s=time.perf_counter() - start, device=device
+    )
 
 
 def run_tabular_bench(
@@ -291,15 +268,6 @@ def run_tabular_bench(
     return rows
 
 
-def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (points with y <= 0 are dropped)."""
-    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=True) if a > 0 and b > 0]
-    if len(pts) < 2:
-        return float("nan")
-    xs, ys = np.array(pts).T
-    return float(np.polyfit(xs, ys, 1)[0])
-
-
 def _series(rows: list[dict], experiment: str, xkey: str) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in rows:
@@ -311,48 +279,30 @@ def _series(rows: list[dict], experiment: str, xkey: str) -> dict[str, list[dict
 
 def write_plots(rows: list[dict], folder: str | Path, stem: str = "tabular") -> list[Path]:
     """PNG plots: corr vs n, bias vs n (log-log, fitted slope), bias vs K, bias vs alpha, MSE vs c."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
-    written = []
     panels = [
-        ("sweep_n", "n_inner", "corr", "corr_se", "inner sample size n", "corr (papers' metric)", False),
-        ("sweep_n", "n_inner", "bias_debiased", None, "inner sample size n", "debiased bias", True),
-        ("sweep_k", "inner_steps", "bias_debiased", None, "inner steps K", "debiased bias", False),
-        ("sweep_alpha", "inner_lr", "bias_debiased", None, "inner step size alpha", "debiased bias", False),
-        ("hessian_bias", "hessian_bias_c", "mse", "mse_se", "injected Hessian bias c", "MSE", True),
+        ("sweep_n", "n_inner", "corr", "inner sample size n", "corr (papers' metric)", False),
+        ("sweep_n", "n_inner", "bias_debiased", "inner sample size n", "debiased bias", True),
+        ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", "debiased bias", False),
+        ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", "debiased bias", False),
+        ("hessian_bias", "hessian_bias_c", "mse", "injected Hessian bias c", "MSE", True),
     ]
-    for experiment, xkey, ykey, ekey, xlabel, ylabel, loglog in panels:
+    written = []
+    for experiment, xkey, ykey, xlabel, ylabel, loglog in panels:
         series = _series(rows, experiment, xkey)
-        if not series:
-            continue
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for label, rs in series.items():
-            x = [r[xkey] for r in rs]
-            y = [r[ykey] for r in rs]
-            if ykey == "bias_debiased":
-                err = [[r[ykey] - r["bias_ci_low"] for r in rs], [r["bias_ci_high"] - r[ykey] for r in rs]]
-            else:
-                err = [r[ekey] for r in rs] if ekey else None
-            if loglog:
-                label = f"{label} (slope {fit_loglog_slope(x, y):.2f})"
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
-        if loglog:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{experiment}: {ylabel} vs {xlabel.split(' ')[-1]}")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = folder / f"{stem}_{experiment}_{ykey}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        if series:
+            written.append(
+                series_panel(
+                    folder / f"{stem}_{experiment}_{ykey}.png",
+                    series,
+                    xkey,
+                    ykey,
+                    xlabel=xlabel,
+                    ylabel=ylabel,
+                    title=f"{experiment}: {ylabel} vs {xlabel.split(' ')[-1]}",
+                    loglog=loglog,
+                )
+            )
     return written
 
 

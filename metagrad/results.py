@@ -9,6 +9,7 @@ the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metagrad.provenance import config_hash
+from metagrad.provenance import config_hash, run_metadata
 
-__all__ = ["Cell", "cell_seed", "run_cells"]
+__all__ = ["Cell", "cell_row", "cell_seed", "run_cells"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,44 @@ def run_cells(
             rows.append(row)
             bar.update(1)
     return rows, time.perf_counter() - start
+
+
+def cell_row(
+    bench: str,
+    config: Any,
+    cell: Cell,
+    metrics: dict[str, Any],
+    fields: dict[str, Any],
+    *,
+    wall_s: float,
+    device: str,
+) -> dict[str, Any]:
+    """The result row of a scored cell: identity, stage recipe, bench-specific ``fields``,
+    metrics, then provenance (spec, full config, versions, commit, device, wall time)."""
+    spec = cell.spec
+    row: dict[str, Any] = {
+        "cell_id": cell.key(config),
+        "bench": bench,
+        "env": config.env,
+        "preset": config.preset,
+        "experiment": cell.experiment,
+        "estimator": cell.estimator,
+        **cell.tags,
+        "combination": spec.combination,
+        "inner": spec.inner.estimator,
+        "hessian": spec.hessian.estimator,
+        "outer": spec.outer.estimator,
+        "n_inner": spec.inner.n,
+        "n_hessian": spec.hessian.n,
+        "n_outer": spec.outer.n,
+        **fields,
+        "repeats": config.repeats,
+        "seed": config.seed,
+        **metrics,
+        "wall_s": wall_s,
+        "spec": spec.to_dict(),
+        "config": dataclasses.asdict(config),
+        **run_metadata(device),
+    }
+    row.update(cell.extra)
+    return row

@@ -1,0 +1,67 @@
+"""Shared matplotlib helpers of the benches (headless: the Agg backend)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["fit_loglog_slope", "series_panel"]
+
+
+def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (points with y <= 0 are dropped)."""
+    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=True) if a > 0 and b > 0]
+    if len(pts) < 2:
+        return float("nan")
+    xs, ys = np.array(pts).T
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+def series_panel(
+    path: str | Path,
+    series: dict[str, list[dict]],
+    xkey: str,
+    ykey: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    loglog: bool = False,
+) -> Path:
+    """One PNG: a line per series of result rows, ``ykey`` against ``xkey`` with error bars.
+
+    Error bars: the bootstrap CI for ``bias_debiased``, else the row's ``{ykey}_se`` when present.
+    On log-log axes the legend gives each series' fitted slope.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, rows in series.items():
+        x = [r[xkey] for r in rows]
+        y = [r[ykey] for r in rows]
+        if ykey == "bias_debiased":
+            err = [[r[ykey] - r["bias_ci_low"] for r in rows], [r["bias_ci_high"] - r[ykey] for r in rows]]
+        else:
+            err = [r[f"{ykey}_se"] for r in rows] if all(f"{ykey}_se" in r for r in rows) else None
+        if loglog:
+            label = f"{label} (slope {fit_loglog_slope(x, y):.2f})"
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+    if loglog:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
