@@ -9,6 +9,7 @@ policies with batch shape ``G``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -20,17 +21,21 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 __all__ = [
+    "DISTRIBUTION_KINDS",
     "TabularMDPEnv",
     "TabularMDPVectorEnv",
     "TabularTask",
+    "TaskDistribution",
     "Trajectory",
     "alias_table",
     "check_logits",
+    "expand_to_tasks",
     "policy_log_probs",
     "random_task",
     "rollout",
     "sample_alias",
     "sample_categorical",
+    "stack_tasks",
     "tabular_gather",
 ]
 
@@ -47,15 +52,20 @@ def _as_float64(name: str, value: Any) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class TabularTask:
-    """Parameters of a finite-horizon tabular MDP (immutable; rollout state lives elsewhere).
+    """Parameters of a finite-horizon tabular MDP, or of a batch of N of them (immutable;
+    rollout state lives elsewhere).
 
     Attributes:
-        P: transition probabilities ``[S, A, S]``; ``P[s, a]`` is a distribution over next states.
-        R: deterministic rewards ``[S, A]``.
-        init: initial-state distribution ``[S]``.
-        gamma: discount in ``[0, 1]``.
-        horizon: episode length ``H >= 1``; episodes are truncated (never terminated) at ``H``.
+        P: transition probabilities ``[S, A, S]`` (or ``[N, S, A, S]`` for a batch of tasks);
+            ``P[..., s, a]`` is a distribution over next states.
+        R: deterministic rewards ``[S, A]`` (``[N, S, A]``).
+        init: initial-state distribution ``[S]`` (``[N, S]``).
+        gamma: discount in ``[0, 1]``, shared by the batch.
+        horizon: episode length ``H >= 1``, shared; episodes are truncated (never terminated).
 
+    A batch of tasks (:func:`stack_tasks`, :class:`TaskDistribution`) goes wherever one task goes:
+    policies ``[*G, S, A]`` broadcast against the task axis (the last policy-batch axis is the
+    task), so ``rollout`` and the exact oracles handle a whole meta-batch in one call.
     Tensors are stored as float64 on the CPU; a bad field raises ``ValueError`` naming it.
     """
 
@@ -70,16 +80,23 @@ class TabularTask:
         P = _as_float64("P", self.P)
         R = _as_float64("R", self.R)
         init = _as_float64("init", self.init)
-        if P.ndim != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
-            raise ValueError(f"P: expected shape [S, A, S] with S, A >= 1, got {tuple(P.shape)}")
-        S, A = P.shape[0], P.shape[1]
-        if (P < 0).any() or not torch.allclose(P.sum(-1), torch.ones(S, A, dtype=torch.float64), atol=1e-6):
+        if P.ndim not in (3, 4) or P.shape[-3] != P.shape[-1] or P.shape[-1] < 1 or P.shape[-2] < 1:
+            raise ValueError(
+                "P: expected shape [S, A, S] (or [N, S, A, S] for a batch) with S, A >= 1, "
+                f"got {tuple(P.shape)}"
+            )
+        batch, S, A = tuple(P.shape[:-3]), P.shape[-1], P.shape[-2]
+        if batch and batch[0] < 1:
+            raise ValueError("P: a task batch needs at least one task")
+        if (P < 0).any() or not torch.allclose(
+            P.sum(-1), torch.ones(P.shape[:-1], dtype=torch.float64), atol=1e-6
+        ):
             raise ValueError("P: every row P[s, a, :] must be a probability distribution (>= 0, sums to 1)")
-        if tuple(R.shape) != (S, A):
-            raise ValueError(f"R: expected shape [S, A] = {[S, A]}, got {list(R.shape)}")
-        if tuple(init.shape) != (S,):
-            raise ValueError(f"init: expected shape [S] = [{S}], got {list(init.shape)}")
-        if (init < 0).any() or abs(float(init.sum()) - 1.0) > 1e-6:
+        if tuple(R.shape) != (*batch, S, A):
+            raise ValueError(f"R: expected shape {[*batch, S, A]}, got {list(R.shape)}")
+        if tuple(init.shape) != (*batch, S):
+            raise ValueError(f"init: expected shape {[*batch, S]}, got {list(init.shape)}")
+        if (init < 0).any() or (init.sum(-1) - 1.0).abs().max() > 1e-6:
             raise ValueError("init: must be a probability distribution (>= 0, sums to 1)")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
             raise ValueError(f"gamma: expected a float in [0, 1], got {self.gamma!r}")
@@ -97,23 +114,45 @@ class TabularTask:
 
     @property
     def num_states(self) -> int:
-        return int(self.P.shape[0])
+        return int(self.P.shape[-1])
 
     @property
     def num_actions(self) -> int:
-        return int(self.P.shape[1])
+        return int(self.P.shape[-2])
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """``()`` for one task, ``(N,)`` for a batch of N tasks."""
+        return tuple(self.P.shape[:-3])
+
+    @property
+    def num_tasks(self) -> int:
+        """1 for one task, N for a batch."""
+        return int(math.prod(self.batch_shape))
+
+    def __len__(self) -> int:
+        return self.num_tasks
+
+    def unbind(self) -> list[TabularTask]:
+        """The tasks of a batch as single tasks (``[self]`` for one task)."""
+        if not self.batch_shape:
+            return [self]
+        return [
+            TabularTask(P=self.P[i], R=self.R[i], init=self.init[i], gamma=self.gamma, horizon=self.horizon)
+            for i in range(self.num_tasks)
+        ]
 
     def tensors(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """``P``, ``R``, ``init`` and the sampling tables on ``device`` in ``dtype`` (cached)."""
         key = (str(torch.device(device)), dtype)
         if key not in self._cache:
             P = self.P.to(device=device, dtype=dtype)
-            S, A = self.num_states, self.num_actions
+            S = self.num_states
             self._cache[key] = {
                 "P": P,
                 "R": self.R.to(device=device, dtype=dtype),
                 "init": self.init.to(device=device, dtype=dtype),
-                "P_alias": alias_table(P.reshape(S * A, S)),
+                "P_alias": alias_table(P.reshape(-1, S)),  # row (task * S + s) * A + a
                 "init_cdf": self.init.to(device=device, dtype=dtype).cumsum(-1),
             }
         return self._cache[key]
@@ -157,6 +196,108 @@ def random_task(
         gamma=gamma,
         horizon=horizon,
     )
+
+
+def stack_tasks(tasks: list[TabularTask]) -> TabularTask:
+    """A batch ``[N, ...]`` of single tasks with the same S, A, gamma and horizon."""
+    if not tasks:
+        raise ValueError("tasks: need at least one task")
+    for i, t in enumerate(tasks):
+        if not isinstance(t, TabularTask) or t.batch_shape:
+            raise ValueError(f"tasks[{i}]: expected a single TabularTask")
+        if (t.num_states, t.num_actions, t.gamma, t.horizon) != (
+            tasks[0].num_states,
+            tasks[0].num_actions,
+            tasks[0].gamma,
+            tasks[0].horizon,
+        ):
+            raise ValueError(f"tasks[{i}]: S, A, gamma and horizon must match tasks[0]")
+    return TabularTask(
+        P=torch.stack([t.P for t in tasks]),
+        R=torch.stack([t.R for t in tasks]),
+        init=torch.stack([t.init for t in tasks]),
+        gamma=tasks[0].gamma,
+        horizon=tasks[0].horizon,
+    )
+
+
+DISTRIBUTION_KINDS = ("shared_transitions", "random")
+
+
+@dataclass(frozen=True)
+class TaskDistribution:
+    """A seeded family of related tabular MDPs for meta-learning.
+
+    ``kind``:
+      * ``"shared_transitions"``: one MDP ``(P, R_base)`` drawn from ``seed`` as in
+        :func:`random_task`; every task keeps ``P`` and mixes its own rewards
+        ``R_i = (1 - reward_spread) R_base + reward_spread U_i``, ``U_i ~ U[0, 1)^(S x A)``: the
+        tasks share how the world moves and part of what pays, and differ in the rest
+        (``reward_spread = 1``: independent rewards);
+      * ``"random"``: every task is a fresh :func:`random_task` (own ``P`` and ``R``).
+
+    Sampling is deterministic given the ``np.random.Generator`` passed in; :meth:`held_out` is a
+    fixed evaluation set drawn from a stream the training draws never use.
+    """
+
+    kind: str = "shared_transitions"
+    num_states: int = 20
+    num_actions: int = 5
+    gamma: float = 0.8
+    horizon: int = 20
+    dirichlet_alpha: float = 0.001
+    start_state: int | None = 0
+    seed: int = 0
+    reward_spread: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in DISTRIBUTION_KINDS:
+            raise ValueError(f"kind: expected one of {DISTRIBUTION_KINDS}, got {self.kind!r}")
+        if not 0.0 <= self.reward_spread <= 1.0:
+            raise ValueError(f"reward_spread: must lie in [0, 1], got {self.reward_spread}")
+        self.base_task()  # validates sizes, gamma, horizon, alpha and start state
+
+    def base_task(self) -> TabularTask:
+        """The task whose ``P`` and ``init`` the ``shared_transitions`` family shares."""
+        return random_task(
+            self.num_states,
+            self.num_actions,
+            gamma=self.gamma,
+            horizon=self.horizon,
+            dirichlet_alpha=self.dirichlet_alpha,
+            seed=self.seed,
+            start_state=self.start_state,
+        )
+
+    def sample(self, num_tasks: int, rng: np.random.Generator) -> TabularTask:
+        """A batch of ``num_tasks`` tasks (``[N, ...]``) drawn with ``rng``."""
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
+            raise ValueError(f"num_tasks: expected an integer >= 1, got {num_tasks!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
+        if self.kind == "random":
+            seeds = rng.integers(0, 2**62, size=num_tasks)
+            return stack_tasks(
+                [dataclasses.replace(self, kind="shared_transitions", seed=int(s)).base_task() for s in seeds]
+            )
+        base = self.base_task()
+        own = torch.from_numpy(rng.random((num_tasks, self.num_states, self.num_actions)))
+        R = (1.0 - self.reward_spread) * base.R + self.reward_spread * own
+        return TabularTask(
+            P=base.P.expand(num_tasks, *base.P.shape),
+            R=R,
+            init=base.init.expand(num_tasks, self.num_states),
+            gamma=self.gamma,
+            horizon=self.horizon,
+        )
+
+    def held_out(self, num_tasks: int) -> TabularTask:
+        """A fixed evaluation batch (same for every caller; disjoint stream from training draws)."""
+        return self.sample(num_tasks, np.random.default_rng([self.seed, 7_919]))
+
+    def train_rng(self, seed: int) -> np.random.Generator:
+        """The generator of training draws for run ``seed`` (never the held-out stream)."""
+        return np.random.default_rng([self.seed, 1, seed])
 
 
 def _dirichlet(rng: np.random.Generator, alpha: float, batch: tuple[int, ...], k: int) -> np.ndarray:
@@ -314,6 +455,23 @@ def check_logits(task: TabularTask, logits: torch.Tensor, name: str = "logits") 
         raise ValueError(f"{name}: expected a floating-point tensor, got {logits.dtype}")
     if not torch.isfinite(logits.detach()).all():
         raise ValueError(f"{name}: contains NaN or infinite entries")
+    if task.batch_shape and logits.ndim > 2 and logits.shape[-3] not in (1, task.num_tasks):
+        raise ValueError(
+            f"{name}: the last batch axis ({logits.shape[-3]}) must match the {task.num_tasks} tasks "
+            "of the task batch (or be absent / 1 to share one policy)"
+        )
+
+
+def expand_to_tasks(task: TabularTask, logits: torch.Tensor) -> torch.Tensor:
+    """``logits [*G, S, A]`` expanded so that the last batch axis is the task axis of a batch.
+
+    For one task, ``logits`` unchanged; for N tasks, ``[*G, N, S, A]`` (a shared policy ``[S, A]``
+    becomes ``[N, S, A]``: one copy per task, each free to adapt on its own).
+    """
+    if not task.batch_shape:
+        return logits
+    lead = logits.shape[:-3] if logits.ndim > 2 else ()
+    return logits.expand(*lead, task.num_tasks, *logits.shape[-2:])
 
 
 def rollout(
@@ -331,7 +489,8 @@ def rollout(
     autograd graph of ``logits`` (to any order).
 
     Args:
-        task: the MDP.
+        task: the MDP, or a batch of N tasks (then the last policy-batch axis is the task axis:
+            ``[S, A]`` plays one shared policy in every task, ``[*G, N, S, A]`` one per task).
         logits: ``[S, A]`` for one policy, or ``[*G, S, A]`` for a batch of policies; each
             policy gets its own ``num_episodes`` episodes.
         num_episodes: episodes per policy, ``B >= 1``.
@@ -344,7 +503,7 @@ def rollout(
     if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
         raise ValueError(f"num_episodes: expected an integer >= 1, got {num_episodes!r}")
     device = torch.device(device) if device is not None else logits.device
-    logits = logits.to(device)
+    logits = expand_to_tasks(task, logits.to(device))
     dtype = logits.dtype
     tables = task.tensors(device, dtype)
     S, A, H = task.num_states, task.num_actions, task.horizon
@@ -356,17 +515,20 @@ def rollout(
         pi_threshold, pi_alias = alias_table(torch.softmax(logits.detach().reshape(g * S, A), -1))
         P_threshold, P_alias = tables["P_alias"]
         offset = torch.arange(g, device=device) * S  # [g]: row of state 0 of each policy
+        # task of each policy column (the last batch axis for a task batch; 0 for one task)
+        task_row = (torch.arange(g, device=device) % task.num_tasks) * S  # [g]
         # all uniforms at once: [H + 1, 2, B, g] (the initial state uses index H)
         u = torch.rand((H + 1, 2, B, g), generator=generator, device=device, dtype=dtype)
         states = torch.empty((H, B, g), dtype=torch.long, device=device)
         actions = torch.empty((H, B, g), dtype=torch.long, device=device)
-        s = sample_categorical(tables["init_cdf"], u[H, 0])
+        init_cdf = tables["init_cdf"].reshape(-1, S)[task_row // S]  # [g, S]
+        s = sample_categorical(init_cdf, u[H, 0])
         for t in range(H):
             a = sample_alias(pi_threshold, pi_alias, offset + s, u[t, 0])
             states[t] = s
             actions[t] = a
-            s = sample_alias(P_threshold, P_alias, s * A + a, u[t, 1])
-        rewards = tables["R"][states, actions]
+            s = sample_alias(P_threshold, P_alias, (task_row + s) * A + a, u[t, 1])
+        rewards = tables["R"].reshape(-1)[(task_row + states) * A + actions]
 
     shape = (H, B, *batch_shape)
     states = states.reshape(shape)
@@ -394,6 +556,8 @@ def _task_from_kwargs(task: TabularTask | None, seed: int | None, task_kwargs: d
             raise ValueError(f"task: expected a TabularTask, got {type(task).__name__}")
         if task_kwargs:
             raise ValueError(f"task given: do not also pass generator arguments {sorted(task_kwargs)}")
+        if task.batch_shape:
+            raise ValueError(f"task: the Gymnasium env plays one task, got a batch of {task.num_tasks}")
         return task
     return random_task(seed=0 if seed is None else seed, **task_kwargs)
 

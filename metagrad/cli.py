@@ -154,27 +154,63 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from metagrad.compare_ipd import IPDCompareConfig, run_ipd_compare
-
-    device = _check_device(args.device)
+def _compare_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
     overrides: dict = {}
-    try:
+    if args.seeds:
+        try:
+            overrides["seeds"] = tuple(int(seed) for seed in args.seeds.split(","))
+        except ValueError as exc:
+            raise SystemExit(
+                f"metagrad: --seeds expects comma-separated integers, got {args.seeds!r}"
+            ) from exc
+    for name in names:
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    return overrides
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    device = _check_device(args.device)
+    if args.suite == "maml":
+        from metagrad.compare_maml import MAMLCompareConfig as Config
+        from metagrad.compare_maml import run_maml_compare as run
+
+        overrides = _compare_overrides(
+            args,
+            (
+                "iterations",
+                "distribution",
+                "horizon",
+                "inner_steps",
+                "inner_lr",
+                "n",
+                "meta_batch",
+                "lr",
+                "optimizer",
+            ),
+        )
+        if args.learners:
+            overrides["learners"] = tuple(args.learners.split(","))
+        table = "maml_compare.md"
+    else:
+        from metagrad.compare_ipd import IPDCompareConfig as Config
+        from metagrad.compare_ipd import run_ipd_compare as run
+
+        overrides = _compare_overrides(
+            args, ("iterations", "game", "horizon", "lookahead_lr", "lr", "optimizer")
+        )
         if args.pairings:
             overrides["pairings"] = tuple(args.pairings.split(","))
-        if args.seeds:
-            overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
-        for name in ("iterations", "game", "horizon", "lookahead_lr", "lr", "optimizer"):
-            if getattr(args, name) is not None:
-                overrides[name] = getattr(args, name)
-        if args.batch is not None:
-            overrides["n_inner"] = overrides["n_outer"] = args.batch
-        config = IPDCompareConfig(**overrides)
-    except ValueError as exc:
+        if args.n is not None:
+            overrides["n_inner"] = overrides["n_outer"] = args.n
+        table = "ipd_compare.md"
+    try:
+        config = Config(**overrides)
+    except (ValueError, TypeError) as exc:
         raise SystemExit(f"metagrad: bad compare configuration: {exc}") from exc
-    rows = run_ipd_compare(config, args.out, device=device, progress=not args.no_progress)
-    print(Path(args.out, "ipd_compare.md").read_text())
-    print(f"wrote {len(rows)} runs to {args.out}/ipd_compare.jsonl, curves, table and plot")
+    rows = run(config, args.out, device=device, progress=not args.no_progress)
+    print(Path(args.out, table).read_text())
+    print(f"wrote {len(rows)} runs to {args.out}/ (JSONL rows, curves CSV, table, plots)")
     return 0
 
 
@@ -217,17 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--no-progress", action="store_true")
     p_bench.set_defaults(func=_cmd_bench)
 
-    p_cmp = sub.add_parser("compare", help="train learners against each other (ipd: naive vs LOLA)")
-    p_cmp.add_argument("suite", choices=["ipd"])
-    p_cmp.add_argument("--pairings", default=None, help="comma-separated, e.g. NL-NL,LOLA-LOLA,LOLA-DiCE")
+    p_cmp = sub.add_parser(
+        "compare", help="train learners against each other (ipd: naive vs LOLA; maml: one per estimator)"
+    )
+    p_cmp.add_argument("suite", choices=["ipd", "maml"])
     p_cmp.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
     p_cmp.add_argument("--iterations", type=int, default=None)
-    p_cmp.add_argument("--game", default=None, help="ipd or imp")
     p_cmp.add_argument("--horizon", type=int, default=None)
-    p_cmp.add_argument("--lookahead-lr", dest="lookahead_lr", type=float, default=None)
-    p_cmp.add_argument("--lr", type=float, default=None)
+    p_cmp.add_argument("--lr", type=float, default=None, help="outer optimiser step size")
     p_cmp.add_argument("--optimizer", default=None, help="adam or sgd")
-    p_cmp.add_argument("--batch", type=int, default=None, help="episodes per inner and per outer batch")
+    p_cmp.add_argument("--n", type=int, default=None, help="episodes per estimated stage / batch")
+    p_cmp.add_argument("--pairings", default=None, help="ipd: e.g. NL-NL,LOLA-LOLA,LOLA-DiCE")
+    p_cmp.add_argument("--game", default=None, help="ipd: ipd or imp")
+    p_cmp.add_argument("--lookahead-lr", dest="lookahead_lr", type=float, default=None, help="ipd")
+    p_cmp.add_argument("--learners", default=None, help="maml: e.g. exact,dice,lvc,pg,fomaml")
+    p_cmp.add_argument("--distribution", default=None, help="maml: shared_transitions or random")
+    p_cmp.add_argument("--inner-steps", dest="inner_steps", type=int, default=None, help="maml: K")
+    p_cmp.add_argument("--inner-lr", dest="inner_lr", type=float, default=None, help="maml: alpha")
+    p_cmp.add_argument("--meta-batch", dest="meta_batch", type=int, default=None, help="maml")
     p_cmp.add_argument("--out", default="results")
     p_cmp.add_argument("--device", default="cpu")
     p_cmp.add_argument("--no-progress", action="store_true")

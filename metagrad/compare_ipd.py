@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agents.lola import GameConfig, LearnerConfig, play
+from metagrad.plotting import curves_panel, mean_se
 from metagrad.provenance import run_metadata
 
 __all__ = ["PAIRINGS", "IPDCompareConfig", "pairing_learners", "run_ipd_compare"]
@@ -84,15 +84,6 @@ def pairing_learners(config: IPDCompareConfig, pairing: str) -> tuple[LearnerCon
     )
     (k1, g1), (k2, g2) = PAIRINGS[pairing]
     return LearnerConfig(k1, g1, **common), LearnerConfig(k2, g2, **common)
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 def run_ipd_compare(
@@ -181,9 +172,9 @@ def _write_table(rows: list[dict], config: IPDCompareConfig, path: Path, total: 
     ]
     for pairing in dict.fromkeys(r["pairing"] for r in rows):
         rs = [r for r in rows if r["pairing"] == pairing]
-        m1, s1 = _mean_se([r["final_reward1"] for r in rs])
-        m2, s2 = _mean_se([r["final_reward2"] for r in rs])
-        mm, sm = _mean_se([r["final_reward_mean"] for r in rs])
+        m1, s1 = mean_se([r["final_reward1"] for r in rs])
+        m2, s2 = mean_se([r["final_reward2"] for r in rs])
+        mm, sm = mean_se([r["final_reward_mean"] for r in rs])
         wall = sum(r["wall_s"] for r in rs) / len(rs)
         lines.append(
             f"| {pairing} | {rs[0]['agent1']} | {rs[0]['agent2']} | {m1:.3f} ± {s1:.3f} "
@@ -193,28 +184,18 @@ def _write_table(rows: list[dict], config: IPDCompareConfig, path: Path, total: 
 
 
 def _write_plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    curves = {}
     for pairing in dict.fromkeys(r["pairing"] for r in rows):
-        rs = [r for r in rows if r["pairing"] == pairing]
-        curves = np.array(
-            [[0.5 * (a + b) for a, b in zip(r["reward1"], r["reward2"], strict=True)] for r in rs]
-        )
-        mean = curves.mean(0)
-        se = curves.std(0, ddof=1) / np.sqrt(len(rs)) if len(rs) > 1 else np.zeros_like(mean)
-        x = np.arange(len(mean))
-        ax.plot(x, mean, label=pairing)
-        ax.fill_between(x, mean - se, mean + se, alpha=0.2)
-    ax.set_xlabel("iteration (simultaneous updates)")
-    ax.set_ylabel("per-step average reward (mean of both agents)")
-    ax.set_title("Iterated game: naive vs LOLA learners")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        runs = [
+            [0.5 * (a + b) for a, b in zip(r["reward1"], r["reward2"], strict=True)]
+            for r in rows
+            if r["pairing"] == pairing
+        ]
+        curves[pairing] = (list(range(len(runs[0]))), runs)
+    curves_panel(
+        path,
+        curves,
+        xlabel="iteration (simultaneous updates)",
+        ylabel="per-step average reward (mean of both agents)",
+        title="Iterated game: naive vs LOLA learners",
+    )

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from envs.tabular import TabularTask, Trajectory, policy_log_probs, rollout, tabular_gather
+from envs.tabular import TabularTask, Trajectory, expand_to_tasks, policy_log_probs, rollout, tabular_gather
 from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
 from metagrad.exact import OBJECTIVES, lirpg_meta_gradient, maml_meta_gradient, tabular_return, tabular_values
 
@@ -41,8 +41,10 @@ __all__ = [
     "StagedSpec",
     "critic_values",
     "detached_leaf",
+    "episodes_per_estimate",
     "exact_meta_gradient",
     "sample_meta_gradients",
+    "sample_meta_gradients_wrt",
     "straight_through",
 ]
 
@@ -194,28 +196,53 @@ class MetaGradientSpec(StagedSpec):
             raise ValueError(f"hessian_bias: must be >= 0 or None, got {self.hessian_bias}")
 
 
+def episodes_per_estimate(spec: MetaGradientSpec) -> int:
+    """Episodes one estimate under ``spec`` samples: each estimated stage's ``n`` per inner step
+    (inner and Jacobian stages) or once (outer), replayed episodes once per role, and the
+    episodes a learned critic fits on. The noisy-exact critic samples nothing."""
+
+    def cost(stage: StageSpec) -> int:
+        if stage.is_exact:
+            return 0
+        learned = get_estimator(stage.estimator).uses_critic and spec.critic.kind == "learned"
+        return stage.n + (spec.critic.learned_episodes if learned else 0)
+
+    total = spec.inner_steps * cost(spec.inner) + cost(spec.outer)
+    if not spec.first_order:
+        total += spec.inner_steps * cost(spec.hessian)
+    return total + sum(stage.replay for stage in (spec.inner, spec.hessian, spec.outer))
+
+
 def critic_values(
     table: torch.Tensor, states: torch.Tensor, final_states: torch.Tensor, objective: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Critic values along trajectories from per-policy value tables.
 
     Args:
-        table: ``[R, H + 1, S]`` (finite, time-dependent) or ``[R, S]`` (infinite).
-        states: long ``[T, B, R]``; final_states: long ``[B, R]`` (``s_T``).
+        table: ``[*G, H + 1, S]`` (finite, time-dependent) or ``[*G, S]`` (infinite), one table per
+            policy of the batch ``G``.
+        states: long ``[T, B, *G]``; final_states: long ``[B, *G]`` (``s_T``).
     Returns:
-        ``(values [T, B, R], bootstrap_value [B, R])``.
+        ``(values [T, B, *G], bootstrap_value [B, *G])``.
     """
-    T = states.shape[0]
+    T, B = states.shape[:2]
+    batch_shape = states.shape[2:]
+    flat_states = states.reshape(T, B, -1)
+    flat_finals = final_states.reshape(B, -1)
     if objective == "finite":
-        R, H1, S = table.shape
+        H1, S = table.shape[-2:]
+        flat = table.reshape(-1, H1, S)
+        base = torch.arange(flat.shape[0], device=table.device) * (H1 * S)
         time = torch.arange(T, device=table.device).reshape(T, 1, 1)
-        base = torch.arange(R, device=table.device) * (H1 * S)
-        flat = table.reshape(-1)
-        return flat[base + time * S + states], flat[base + T * S + final_states]
-    R, S = table.shape
-    base = torch.arange(R, device=table.device) * S
-    flat = table.reshape(-1)
-    return flat[base + states], flat[base + final_states]
+        values = flat.reshape(-1)[base + time * S + flat_states]
+        boot = flat.reshape(-1)[base + T * S + flat_finals]
+    else:
+        S = table.shape[-1]
+        flat = table.reshape(-1, S)
+        base = torch.arange(flat.shape[0], device=table.device) * S
+        values = flat.reshape(-1)[base + flat_states]
+        boot = flat.reshape(-1)[base + flat_finals]
+    return values.reshape(T, B, *batch_shape), boot.reshape(B, *batch_shape)
 
 
 class _Sampler:
@@ -258,24 +285,23 @@ class _Sampler:
         """Tabular Monte Carlo fit of the value from independent episodes (0 where unvisited)."""
         traj = rollout(self.task, theta, self.spec.critic.learned_episodes, generator=self.generator)
         rewards = self._rewards(traj, role)
-        returns = discounted_returns(stop_gradient(rewards), traj.discounts)  # [T, B, R]
-        T, _, R = traj.states.shape
+        returns = discounted_returns(stop_gradient(rewards), traj.discounts)  # [T, B, *G]
+        T, B = traj.states.shape[:2]
+        batch_shape = traj.states.shape[2:]
+        g = int(returns[0, 0].numel())
+        states = traj.states.reshape(T, B, g)
         S = self.task.num_states
         if self.spec.objective == "finite":
             time = torch.arange(T, device=theta.device).reshape(T, 1, 1)
-            index = (torch.arange(R, device=theta.device) * ((T + 1) * S) + time * S + traj.states).reshape(
-                -1
-            )
-            size = R * (T + 1) * S
-            shape = (R, T + 1, S)
+            index = (torch.arange(g, device=theta.device) * ((T + 1) * S) + time * S + states).reshape(-1)
+            size, shape = g * (T + 1) * S, (*batch_shape, T + 1, S)
         else:
-            index = (torch.arange(R, device=theta.device) * S + traj.states).reshape(-1)
-            size, shape = R * S, (R, S)
-        total = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(
-            0, index, returns.reshape(-1)
-        )
-        count = torch.zeros(size, dtype=returns.dtype, device=theta.device).index_add_(
-            0, index, torch.ones_like(returns.reshape(-1))
+            index = (torch.arange(g, device=theta.device) * S + states).reshape(-1)
+            size, shape = g * S, (*batch_shape, S)
+        flat = returns.reshape(-1)
+        total = torch.zeros(size, dtype=flat.dtype, device=theta.device).index_add_(0, index, flat)
+        count = torch.zeros(size, dtype=flat.dtype, device=theta.device).index_add_(
+            0, index, torch.ones_like(flat)
         )
         return (total / count.clamp(min=1)).reshape(shape)
 
@@ -322,44 +348,49 @@ class _Sampler:
         return (theta**2 * (c + self.spec.hessian_bias_noise * eps)).mean((-2, -1)).sum()
 
 
-def _batched(x: torch.Tensor, repeats: int) -> torch.Tensor:
-    return x.detach().to(torch.float64).expand(repeats, *x.shape[-2:]).clone().requires_grad_(True)
+def _batched(task: TabularTask, x: torch.Tensor, repeats: int) -> torch.Tensor:
+    """``R`` independent float64 leaf copies ``[R, *N, S, A]`` of ``x`` (per task of a batch)."""
+    x = expand_to_tasks(task, stop_gradient(x).to(torch.float64))
+    return x.expand(repeats, *task.batch_shape, *x.shape[-2:]).clone().requires_grad_(True)
 
 
-def sample_meta_gradients(
+def _check_table(task: TabularTask, x: torch.Tensor | None, name: str) -> None:
+    shapes = [(task.num_states, task.num_actions)]
+    if task.batch_shape:
+        shapes.append((task.num_tasks, task.num_states, task.num_actions))
+    if not isinstance(x, torch.Tensor) or tuple(x.shape) not in shapes:
+        got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        expected = " or ".join(str(list(sh)) for sh in shapes)
+        raise ValueError(f"{name}: expected shape {expected} ([S, A] or one per task), got {got}")
+
+
+def sample_meta_gradients_wrt(
     task: TabularTask,
     logits: torch.Tensor,
     spec: MetaGradientSpec,
     repeats: int,
     *,
+    wrt: tuple[str, ...] = ("logits",),
     generator: torch.Generator | None = None,
     eta: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``repeats`` independent meta-gradient estimates under ``spec``, sampled as one batch.
+) -> dict[str, torch.Tensor]:
+    """Meta-gradient estimates w.r.t. several meta-parameters from the same samples.
 
-    Args:
-        task: the MDP.
-        logits: ``[S, A]`` initial policy logits ``theta_0``.
-        spec: the per-stage recipe.
-        repeats: ``R >= 1`` independent estimates.
-        generator: randomness for rollouts, critic noise and injected bias.
-        eta: ``[S, A]`` intrinsic reward, required for ``meta_parameter="intrinsic_reward"``.
-    Returns:
-        ``[R, S, A]`` float64 estimates of ``d J_out(theta_K) / d phi`` (phi = theta_0 or eta).
+    Like :func:`sample_meta_gradients`, but returns ``{name: [R, *N, S, A]}`` for every name in
+    ``wrt`` (``"logits"``: ``theta_0``; ``"intrinsic_reward"``: ``eta``, which then enters the inner
+    loop's rewards). ``spec.meta_parameter`` is ignored here. With a batch of N tasks the
+    estimates are per task (``[R, N, S, A]``); a shared ``[S, A]`` start is copied to each task.
     """
     _check_int("repeats", repeats, 1)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (task.num_states, task.num_actions):
-        got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(
-            f"logits: expected shape [S, A] = [{task.num_states}, {task.num_actions}], got {got}"
-        )
-    lirpg = spec.meta_parameter == "intrinsic_reward"
-    if lirpg and (eta is None or tuple(eta.shape) != tuple(logits.shape)):
-        raise ValueError("eta: meta_parameter='intrinsic_reward' needs an intrinsic reward table [S, A]")
+    _check_table(task, logits, "logits")
+    unknown = set(wrt) - set(META_PARAMETERS)
+    if unknown or not wrt:
+        raise ValueError(f"wrt: expected names from {META_PARAMETERS}, got {wrt!r}")
+    if "intrinsic_reward" in wrt:
+        _check_table(task, eta, "eta")
     with torch.enable_grad():
-        theta0 = _batched(logits, repeats)
-        eta_r = _batched(eta.to(logits.device), repeats) if lirpg else None
-        meta_param = eta_r if lirpg else theta0
+        theta0 = _batched(task, logits, repeats)
+        eta_r = _batched(task, eta.to(logits.device), repeats) if eta is not None else None
         sampler = _Sampler(task, spec, repeats, generator, eta_r)
         for role in ("inner", "hessian", "outer"):
             stage = getattr(spec, role)
@@ -383,10 +414,50 @@ def sample_meta_gradients(
             theta = straight_through(theta + spec.inner_lr * g_inner, path)
 
         outer = sampler.objective(spec.outer, theta, "outer")
-        (meta_grad,) = torch.autograd.grad(outer, meta_param, allow_unused=True)
-    if meta_grad is None:
-        return torch.zeros_like(meta_param).detach()
-    return meta_grad.detach()
+        params = {"logits": theta0, "intrinsic_reward": eta_r}
+        inputs = [params[name] for name in wrt]
+        grads = torch.autograd.grad(outer, inputs, allow_unused=True)
+    return {
+        name: (torch.zeros_like(x) if g is None else g).detach()
+        for name, x, g in zip(wrt, inputs, grads, strict=True)
+    }
+
+
+def sample_meta_gradients(
+    task: TabularTask,
+    logits: torch.Tensor,
+    spec: MetaGradientSpec,
+    repeats: int,
+    *,
+    generator: torch.Generator | None = None,
+    eta: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``repeats`` independent meta-gradient estimates under ``spec``, sampled as one batch.
+
+    Args:
+        task: the MDP, or a batch of N tasks (all adapted and scored in one batched call).
+        logits: ``[S, A]`` initial policy logits ``theta_0`` (or ``[N, S, A]``, one per task).
+        spec: the per-stage recipe.
+        repeats: ``R >= 1`` independent estimates.
+        generator: randomness for rollouts, critic noise and injected bias.
+        eta: ``[S, A]`` intrinsic reward, required for ``meta_parameter="intrinsic_reward"``.
+    Returns:
+        ``[R, S, A]`` float64 estimates of ``d J_out(theta_K) / d phi`` (phi = theta_0 or eta);
+        ``[R, N, S, A]`` (one per task) for a task batch.
+    """
+    lirpg = spec.meta_parameter == "intrinsic_reward"
+    if lirpg and eta is None:
+        raise ValueError("eta: meta_parameter='intrinsic_reward' needs an intrinsic reward table [S, A]")
+    out = sample_meta_gradients_wrt(
+        task,
+        logits,
+        spec,
+        repeats,
+        wrt=(spec.meta_parameter,),
+        generator=generator,
+        eta=eta if lirpg else None,
+    )
+    return out[spec.meta_parameter]
 
 
 def exact_meta_gradient(

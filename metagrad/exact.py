@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from envs.ipd import STATE_SWAP, MatrixGame, check_gamma, check_memory_one_logits, get_game
-from envs.tabular import TabularTask, check_logits
+from envs.tabular import TabularTask, check_logits, expand_to_tasks
 
 __all__ = [
     "OBJECTIVES",
@@ -39,6 +39,7 @@ __all__ = [
     "maml_meta_gradient",
     "naive_gradient",
     "policy_model",
+    "post_adaptation_return",
     "tabular_return",
     "tabular_values",
 ]
@@ -70,7 +71,7 @@ def policy_model(
     """State-to-state transitions and expected rewards of softmax(``logits``).
 
     Args:
-        task: the MDP.
+        task: the MDP, or a batch of N tasks (the last policy-batch axis broadcasts against N).
         logits: ``[*G, S, A]``.
         reward: optional ``[*G', S, A]`` reward table replacing ``task.R`` (e.g. ``R + eta``).
     Returns:
@@ -80,7 +81,7 @@ def policy_model(
     pi = torch.softmax(logits, -1)
     P = task.P.to(device=logits.device, dtype=logits.dtype)
     R = task.R.to(device=logits.device, dtype=logits.dtype) if reward is None else reward
-    return torch.einsum("...sa,sat->...st", pi, P), (pi * R).sum(-1)
+    return torch.einsum("...sa,...sat->...st", pi, P), (pi * R).sum(-1)
 
 
 def tabular_values(
@@ -160,6 +161,49 @@ def _float64_leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to(torch.float64).clone().requires_grad_(True)
 
 
+def post_adaptation_return(
+    task: TabularTask,
+    logits: torch.Tensor,
+    inner_steps: int,
+    inner_lr: float,
+    objective: str = "finite",
+    *,
+    eta: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Exact return ``J_R(theta_K)`` after K exact inner ascent steps from ``logits``, per task.
+
+    ``theta_0 = logits`` (a shared ``[S, A]`` meta-policy is copied into every task of a batch);
+    the inner loop ascends the return under ``R + eta`` (``R`` when ``eta`` is None); the outer
+    return is under ``R``. The graph to ``logits`` and ``eta`` is kept when they require grad, so
+    ``d mean(post_adaptation_return) / d logits`` is the exact MAML meta-gradient of the task
+    batch (and ``d / d eta`` the LIRPG one).
+
+    Args:
+        task: one MDP or a batch of N.
+        logits: ``[*G, S, A]`` initial logits.
+        inner_steps: ``K >= 0``; inner_lr: ``alpha``; objective: ``"finite"`` or ``"infinite"``.
+        eta: optional ``[*G', S, A]`` intrinsic reward added in the inner loop.
+    Returns:
+        ``[*G, N]`` for a batch of tasks (``[*G]`` for one task).
+    """
+    check_logits(task, logits)
+    if eta is not None:
+        check_logits(task, eta, "eta")
+    _check_steps(inner_steps, inner_lr)
+    _check_objective(objective)
+    with torch.enable_grad():
+        theta0 = expand_to_tasks(task, logits)
+        if not theta0.requires_grad:  # a constant start: in the graph only for the inner gradients
+            theta0 = theta0.detach().requires_grad_(True)
+        inner_reward = None if eta is None else task.R.to(eta) + eta
+
+        def inner_fn(theta: torch.Tensor) -> torch.Tensor:
+            return tabular_return(task, theta, objective, reward=inner_reward)
+
+        theta_k = exact_inner_loop(inner_fn, theta0, inner_steps, inner_lr)
+        return tabular_return(task, theta_k, objective)
+
+
 def maml_meta_gradient(
     task: TabularTask,
     logits: torch.Tensor,
@@ -173,25 +217,19 @@ def maml_meta_gradient(
     equals ``prod_{k=K-1..0} (I + alpha H(theta_k)) grad J(theta_K)`` (BACKGROUND.md section 1).
 
     Args:
-        task: the MDP.
+        task: the MDP, or a batch of N tasks (one meta-gradient per task).
         logits: ``[*G, S, A]`` initial logits ``theta_0`` (a batch gives one meta-gradient each).
         inner_steps: ``K >= 0`` (``K = 0`` gives ``grad J(theta_0)``).
         inner_lr: ``alpha``.
         objective: ``"finite"`` or ``"infinite"``.
     Returns:
-        ``[*G, S, A]`` float64 meta-gradient (detached).
+        ``[*G, S, A]`` float64 meta-gradient (detached); ``[*G, N, S, A]`` for a task batch.
     """
     check_logits(task, logits)
-    _check_steps(inner_steps, inner_lr)
-    _check_objective(objective)
     with torch.enable_grad():
-        theta0 = _float64_leaf(logits)
-
-        def objective_fn(theta: torch.Tensor) -> torch.Tensor:
-            return tabular_return(task, theta, objective)
-
-        theta_k = exact_inner_loop(objective_fn, theta0, inner_steps, inner_lr)
-        (meta_grad,) = torch.autograd.grad(objective_fn(theta_k).sum(), theta0)
+        theta0 = _float64_leaf(expand_to_tasks(task, logits))
+        outer = post_adaptation_return(task, theta0, inner_steps, inner_lr, objective).sum()
+        (meta_grad,) = torch.autograd.grad(outer, theta0)
     return meta_grad.detach()
 
 
@@ -210,29 +248,20 @@ def lirpg_meta_gradient(
     instance in Liu et al. 2022).
 
     Args:
-        task: the MDP.
+        task: the MDP (or a batch of N: one meta-gradient per task).
         logits: ``[S, A]`` initial policy logits (fixed, not meta-learned).
         eta: ``[S, A]`` intrinsic reward (the meta-parameter).
         inner_steps: ``K >= 0``; inner_lr: ``alpha``; objective: ``"finite"`` or ``"infinite"``.
     Returns:
-        ``[S, A]`` float64 meta-gradient w.r.t. ``eta`` (zero when ``K = 0``).
+        ``[S, A]`` float64 meta-gradient w.r.t. ``eta`` (zero when ``K = 0``); ``[N, S, A]`` for
+        a task batch.
     """
     check_logits(task, logits)
     check_logits(task, eta, "eta")
-    _check_steps(inner_steps, inner_lr)
-    _check_objective(objective)
     with torch.enable_grad():
-        eta64 = _float64_leaf(eta)
+        eta64 = _float64_leaf(expand_to_tasks(task, eta))
         theta0 = logits.detach().to(torch.float64)
-        inner_reward = task.R.to(torch.float64) + eta64
-
-        def inner_fn(theta: torch.Tensor) -> torch.Tensor:
-            return tabular_return(task, theta, objective, reward=inner_reward)
-
-        # theta_0 is a constant: make it part of the graph only through the inner gradients.
-        theta0 = theta0.requires_grad_(True)
-        theta_k = exact_inner_loop(inner_fn, theta0, inner_steps, inner_lr)
-        outer = tabular_return(task, theta_k, objective).sum()
+        outer = post_adaptation_return(task, theta0, inner_steps, inner_lr, objective, eta=eta64).sum()
         (meta_grad,) = torch.autograd.grad(outer, eta64, allow_unused=True)
     if meta_grad is None:
         return torch.zeros_like(eta64).detach()

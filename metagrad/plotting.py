@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fit_loglog_slope", "series_panel"]
+__all__ = ["curves_panel", "fit_loglog_slope", "mean_se", "series_panel"]
 
 
 def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
@@ -60,6 +60,48 @@ def series_panel(
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (nan s.e. for fewer than two values)."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size < 2:
+        return float(v.mean()) if v.size else float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+def curves_panel(
+    path: str | Path,
+    curves: dict[str, tuple[list[float], list[list[float]]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """One PNG of learning curves: per label, ``(x, runs)`` with ``runs [seeds][len(x)]``; the
+    line is the mean over runs and the band one standard error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, (x, runs) in curves.items():
+        y = np.asarray(runs, dtype=float)
+        mean = y.mean(0)
+        se = y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros_like(mean)
+        ax.plot(x, mean, label=label)
+        ax.fill_between(x, mean - se, mean + se, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -321,7 +321,7 @@ def test_cli_bench_ipd_and_compare(tmp_path, capsys):
             "3",
             "--horizon",
             "10",
-            "--batch",
+            "--n",
             "8",
             "--out",
             str(cmp_dir),
