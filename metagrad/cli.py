@@ -68,6 +68,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     from metagrad.perf import (
         ipd_rollout_throughput,
         lola_dice_update_rate,
+        maml_meta_iteration_time,
         python_loop_throughput,
         rollout_throughput,
     )
@@ -93,6 +94,11 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         f"LOLA-DiCE, two agents, 128 inner + 128 outer episodes of 100 steps: "
         f"{lola['updates_per_s']:.1f} simultaneous updates/s"
     )
+    maml = maml_meta_iteration_time(device=device)
+    print(
+        "MAML meta-iteration, meta-batch 20, K = 1, 32 episodes per stage, 20x5 MDPs: "
+        f"{maml['seconds_per_iteration'] * 1e3:.1f} ms"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
@@ -103,6 +109,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
                     "speedup": ratio,
                     "ipd_rollout": ipd,
                     "lola_dice_update": lola,
+                    "maml_meta_iteration": maml,
                     **run_metadata(device),
                 },
                 indent=2,
