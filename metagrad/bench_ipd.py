@@ -9,7 +9,7 @@ Policy pairs:
 * ``random``: both agents' logits ~ N(0, 1); the earlier (behaviour) pair for replayed episodes is
   the pair shifted by ``behaviour_shift * N(0, 1)`` (a policy one small update earlier);
 * ``trained``: the pair after ``train_iterations`` simultaneous exact-LOLA updates from a random
-  start (Adam, lr 0.1, lookahead as in the cell); the behaviour pair is the one
+  start (Adam, lr 0.1, lookahead ``train_lookahead_lr``); the behaviour pair is the one
   ``behaviour_lag`` updates earlier on the same run.
 
 Experiments:
@@ -20,7 +20,9 @@ Experiments:
 * ``sweep_lr``, ``sweep_steps``: compositional bias (lookahead sampled, rest exact) against the
   lookahead step size and number of lookahead steps;
 * ``off_policy``: on-policy ``dice_baseline`` lookahead with n episodes against off-policy DiCE with
-  the same n plus replayed earlier episodes (Liu et al. 2022's fix for compositional bias).
+  the same n plus replayed earlier episodes (Liu et al. 2022's fix for compositional bias), at
+  lookahead step ``off_policy_lookahead_lr`` (1.0: large enough for the compositional bias of a
+  16-episode lookahead to show).
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ import torch
 from envs.ipd import check_gamma, get_game
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
 from metagrad.estimators import get_estimator
-from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
+from metagrad.lola import (
+    LolaSpec,
+    episodes_per_lola_estimate,
+    exact_lola_target,
+    lola_variant,
+    sample_lola_gradients,
+)
 from metagrad.plotting import fit_loglog_slope, series_panel
-from metagrad.results import Cell, cell_row, cell_seed, run_cells
+from metagrad.results import Cell, cell_row, cell_seed
 from metagrad.scoring import score
 
 __all__ = [
@@ -64,6 +72,7 @@ _CELL_FIELDS = (
     "repeats",
     "seed",
     "train_iterations",
+    "train_lookahead_lr",
     "behaviour_shift",
     "behaviour_lag",
 )
@@ -90,6 +99,7 @@ class IPDBenchConfig:
     seed: int = 0
     pair_kinds: tuple[str, ...] = PAIR_KINDS
     train_iterations: int = 50
+    train_lookahead_lr: float = 0.3
     behaviour_shift: float = 0.05
     behaviour_lag: int = 1
     lookahead_lr: float = 0.3
@@ -105,10 +115,16 @@ class IPDBenchConfig:
     sweep_steps: tuple[int, ...] = (1, 2, 3)
     off_policy_n: int = 16
     off_policy_replay: tuple[int, ...] = (16, 48, 112)
+    off_policy_lookahead_lr: float = 1.0
     experiments: tuple[str, ...] = EXPERIMENTS
 
     def __post_init__(self) -> None:
         get_game(self.game)
+        envs = {"MetaGrad/IPD-v0": "ipd", "MetaGrad/IMP-v0": "imp"}
+        if self.env not in envs:
+            raise ValueError(f"env: unknown env {self.env!r} for the ipd bench; known: {sorted(envs)}")
+        if envs[self.env] != self.game:
+            raise ValueError(f"env: {self.env!r} plays game {envs[self.env]!r}, but game is {self.game!r}")
         check_gamma(self.gamma)
         for name in ("horizon", "num_pairs", "n", "off_policy_n"):
             _positive(name, getattr(self, name))
@@ -155,8 +171,8 @@ class IPDBenchConfig:
 
 PRESETS: dict[str, IPDBenchConfig] = {
     # LOLA-DiCE protocol (Foerster et al. 2018): gamma 0.96, 100-step episodes, batch 128,
-    # one lookahead step of 0.3; 6 pairs x 16 repeats per cell.
-    "foerster2018": IPDBenchConfig(preset="foerster2018"),
+    # one lookahead step of 0.3; 8 pairs x 24 repeats per cell.
+    "foerster2018": IPDBenchConfig(preset="foerster2018", num_pairs=8, repeats=24),
     "quick": IPDBenchConfig(
         preset="quick",
         horizon=50,
@@ -203,8 +219,9 @@ def make_ipd_cells(config: IPDBenchConfig) -> list[Cell]:
                 cells.append(Cell(experiment, "dice_baseline", spec, config.n, tags=tag))
         if "off_policy" in config.experiments:
             n = config.off_policy_n
+            off = config.base_spec(lookahead_lr=config.off_policy_lookahead_lr)
             for combo in ("lee", "lll"):
-                spec = LolaSpec.from_combination(combo, "dice_baseline", n, **config.base_spec())
+                spec = LolaSpec.from_combination(combo, "dice_baseline", n, **off)
                 cells.append(Cell("off_policy", "dice_baseline", spec, n, {"replay": 0}, tag))
                 for replay in config.off_policy_replay:
                     stages = [
@@ -215,7 +232,7 @@ def make_ipd_cells(config: IPDBenchConfig) -> list[Cell]:
                     ]
                     if combo == "lee":
                         stages[1], stages[2] = StageSpec(), StageSpec()
-                    spec = LolaSpec(*stages, **config.base_spec())
+                    spec = LolaSpec(*stages, **off)
                     cells.append(Cell("off_policy", "off_policy_dice", spec, n, {"replay": replay}, tag))
     return cells
 
@@ -240,7 +257,9 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
             mu2 = t2 + shift * torch.randn(5, generator=gen, dtype=torch.float64)
             pairs.append({"theta1": t1, "theta2": t2, "mu1": mu1, "mu2": mu2})
             continue
-        learner = LearnerConfig("lola", "exact", lookahead_lr=config.lookahead_lr, optimizer="adam", lr=0.1)
+        learner = LearnerConfig(
+            "lola", "exact", lookahead_lr=config.train_lookahead_lr, optimizer="adam", lr=0.1
+        )
         game = GameConfig(config.game, config.gamma, config.horizon)
         hist = play(learner, learner, config.train_iterations, game=game, theta1=t1, theta2=t2, seed=i)
         lag = -1 - config.behaviour_lag
@@ -295,6 +314,7 @@ def run_ipd_cell(
         "gamma": spec.gamma,
         "horizon": spec.horizon,
         "critic": spec.critic.kind,
+        "episodes_per_estimate": episodes_per_lola_estimate(spec),
         "num_tasks": len(pairs),
     }
     return cell_row(
@@ -309,22 +329,20 @@ def run_ipd_bench(
     device: str = "cpu",
     progress: bool = True,
     plots: bool = True,
+    backend: str = "serial",
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every cell of ``config``, appending one JSONL row per cell to ``out``; then plots and
-    a markdown summary next to it. Returns the rows."""
+    """Score every cell of ``config`` into the result store ``out`` (resuming: stored cells are
+    skipped), then write the plots and ``<stem>_summary.md`` next to it. Returns the rows."""
+    from metagrad.suites import run_bench, write_suite_outputs
+
     out = Path(out)
-    cells = make_ipd_cells(config)
-    pairs = {kind: policy_pairs(config, kind) for kind in config.pair_kinds}
-    rows, total = run_cells(
-        cells,
-        lambda cell: run_ipd_cell(config, cell, pairs[cell.tags["pair_kind"]], device=device),
-        out,
-        desc=f"ipd/{config.preset}",
-        progress=progress,
+    rows = run_bench(
+        [("ipd", config)], out, backend=backend, workers=workers, device=device, progress=progress
     )
+    rows = rows[("ipd", config.preset)]
     if plots:
-        write_ipd_plots(rows, out.parent, stem=out.stem)
-    write_ipd_summary(rows, out.parent / f"{out.stem}_summary.md", total_seconds=total)
+        write_suite_outputs("ipd", rows, out.parent, out.stem)
     return rows
 
 

@@ -28,12 +28,13 @@ from metagrad.decomposed import (
     COMBINATIONS,
     CriticSpec,
     MetaGradientSpec,
+    episodes_per_estimate,
     exact_meta_gradient,
     sample_meta_gradients,
 )
 from metagrad.estimators import get_estimator
 from metagrad.plotting import fit_loglog_slope, series_panel
-from metagrad.results import Cell, cell_row, cell_seed, run_cells
+from metagrad.results import Cell, cell_row, cell_seed
 from metagrad.scoring import score
 
 __all__ = [
@@ -99,6 +100,10 @@ class TabularBenchConfig:
     experiments: tuple[str, ...] = EXPERIMENTS
 
     def __post_init__(self) -> None:
+        if self.env != "MetaGrad/TabularMDP-v0":
+            raise ValueError(
+                f"env: the tabular bench runs 'MetaGrad/TabularMDP-v0', got unknown env {self.env!r}"
+            )
         for name in ("num_tasks", "num_states", "num_actions", "horizon", "n"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -232,6 +237,7 @@ def run_cell(
         "objective": spec.objective,
         "critic_noise": spec.critic.noise,
         "hessian_bias_c": spec.hessian_bias,
+        "episodes_per_estimate": episodes_per_estimate(spec),
         "num_tasks": len(tasks),
     }
     return cell_row(
@@ -246,25 +252,20 @@ def run_tabular_bench(
     device: str = "cpu",
     progress: bool = True,
     plots: bool = True,
+    backend: str = "serial",
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every cell of ``config``, appending one JSONL row per cell to ``out``; then plots and summary.
+    """Score every cell of ``config`` into the result store ``out`` (resuming: stored cells are
+    skipped), then write the plots and ``<stem>_summary.md`` next to it. Returns the rows."""
+    from metagrad.suites import run_bench, write_suite_outputs
 
-    Returns the rows. Plots (PNG) and ``summary.md`` go next to ``out``.
-    """
     out = Path(out)
-    cells = make_cells(config)
-    tasks = config.tasks()
-    exact_cache: dict = {}
-    rows, total = run_cells(
-        cells,
-        lambda cell: run_cell(config, cell, tasks, device=device, exact_cache=exact_cache),
-        out,
-        desc=f"tabular/{config.preset}",
-        progress=progress,
+    rows = run_bench(
+        [("tabular", config)], out, backend=backend, workers=workers, device=device, progress=progress
     )
+    rows = rows[("tabular", config.preset)]
     if plots:
-        write_plots(rows, out.parent, stem=out.stem)
-    write_summary(rows, out.parent / f"{out.stem}_summary.md", total_seconds=total)
+        write_suite_outputs("tabular", rows, out.parent, out.stem)
     return rows
 
 

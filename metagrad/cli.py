@@ -1,9 +1,8 @@
-"""The ``metagrad`` command line: ``list``, ``perf``, ``bench``, ``compare``."""
+"""The ``metagrad`` command line: ``list``, ``perf``, ``bench``, ``report``, ``check``, ``compare``."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -119,46 +118,134 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
-_DEFAULT_PRESETS = {"tabular": "liu2022", "ipd": "foerster2018"}
+def _split(text: str | None) -> tuple[str, ...] | None:
+    return None if not text else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def _bench_config(args: argparse.Namespace):
-    if args.suite == "ipd":
-        from metagrad.bench_ipd import PRESETS
-    else:
-        from metagrad.bench_tabular import PRESETS
+def _bench_runs(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The validated ``(suite, config)`` runs of a ``bench`` call (nothing runs before this)."""
+    from metagrad.bench_ipd import EXPERIMENTS as IPD_EXPERIMENTS
+    from metagrad.bench_tabular import EXPERIMENTS as TABULAR_EXPERIMENTS
+    from metagrad.suites import DEFAULT_RUNS, make_config
 
-    preset = args.preset or _DEFAULT_PRESETS[args.suite]
-    if preset not in PRESETS:
-        raise SystemExit(f"metagrad: unknown preset {preset!r} for {args.suite}; known: {sorted(PRESETS)}")
-    overrides = {k: getattr(args, k) for k in ("seed", "repeats") if getattr(args, k) is not None}
-    if args.num_tasks is not None:
-        overrides["num_pairs" if args.suite == "ipd" else "num_tasks"] = args.num_tasks
-    if args.estimators:
-        overrides["estimators"] = tuple(args.estimators.split(","))
-        if args.suite == "tabular":
-            overrides["sweep_estimators"] = tuple(args.estimators.split(","))
-    if args.experiments:
-        overrides["experiments"] = tuple(args.experiments.split(","))
-    try:
-        return dataclasses.replace(PRESETS[preset], **overrides)
-    except (ValueError, TypeError) as exc:
-        raise SystemExit(f"metagrad: bad bench configuration: {exc}") from exc
+    if args.suite is None and args.preset is not None:
+        raise SystemExit("metagrad: --preset needs a suite: metagrad bench tabular|ipd --preset NAME")
+    plan = [(args.suite, args.preset)] if args.suite else list(DEFAULT_RUNS)
+    experiments = _split(args.experiments)
+    known = {"tabular": TABULAR_EXPERIMENTS, "ipd": IPD_EXPERIMENTS}
+    if experiments:
+        allowed = set(known[args.suite]) if args.suite else set(TABULAR_EXPERIMENTS) | set(IPD_EXPERIMENTS)
+        unknown = sorted(set(experiments) - allowed)
+        if unknown:
+            raise SystemExit(f"metagrad: bad bench configuration: experiments: unknown {unknown}")
+    runs = []
+    for suite, preset in plan:
+        overrides: dict = {k: getattr(args, k) for k in ("seed", "repeats") if getattr(args, k) is not None}
+        if args.num_tasks is not None:
+            overrides["num_pairs" if suite == "ipd" else "num_tasks"] = args.num_tasks
+        if args.inner_steps is not None:
+            overrides["lookahead_steps" if suite == "ipd" else "inner_steps"] = args.inner_steps
+        if args.n is not None:
+            overrides["n"] = args.n
+        if args.env is not None:
+            overrides["env"] = args.env
+        estimators = _split(args.estimators)
+        if estimators:
+            overrides["estimators"] = estimators
+            if suite == "tabular":
+                overrides["sweep_estimators"] = estimators
+        if experiments:
+            mine = tuple(e for e in experiments if e in known[suite])
+            if not mine:
+                continue
+            overrides["experiments"] = mine
+        try:
+            runs.append((suite, make_config(suite, preset, **overrides)))
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"metagrad: bad bench configuration: {exc}") from exc
+    return runs
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return Path(args.store or "results/rows.jsonl")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from metagrad.suites import run_bench, write_run_outputs
+
     device = _check_device(args.device)
-    config = _bench_config(args)
-    out = Path(args.out or f"results/{args.suite}_{config.preset}.jsonl")
-    if out.exists() and not args.append:
-        out.unlink()
-    if args.suite == "ipd":
-        from metagrad.bench_ipd import run_ipd_bench as run
-    else:
-        from metagrad.bench_tabular import run_tabular_bench as run
-    rows = run(config, out, device=device, progress=not args.no_progress)
-    print(f"wrote {len(rows)} rows to {out}; summary {out.parent / (out.stem + '_summary.md')}")
+    runs = _bench_runs(args)
+    store = _store_path(args)
+    if args.fresh and store.exists():
+        store.unlink()
+    try:
+        results = run_bench(
+            runs,
+            store,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            device=device,
+            progress=not args.no_progress,
+            plugins=tuple(args.imports),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: {exc}") from exc
+    written = write_run_outputs(results, store.parent)
+    total = sum(len(rows) for rows in results.values())
+    print(
+        f"{total} cells in {store}; leaderboard {written['leaderboard']}; report {written['report']}; "
+        f"per-run summaries and plots in {store.parent}/"
+    )
     return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from metagrad.leaderboard import evaluate_claims
+    from metagrad.store import ResultStore
+    from metagrad.suites import write_run_outputs
+
+    store = _store_path(args)
+    loaded = ResultStore(store).load(warn=False)
+    for problem in loaded.problems:
+        print(f"metagrad: {problem}", file=sys.stderr)
+    if not loaded.rows:
+        raise SystemExit(f"metagrad: no result rows in {store}; run `metagrad bench` first")
+    results: dict = {}
+    for row in loaded.rows.values():
+        results.setdefault((row["bench"], row["preset"]), []).append(row)
+    written = write_run_outputs(results, store.parent)
+    for claim in evaluate_claims([r for rows in results.values() for r in rows]):
+        print(f"{claim.verdict:<5} {claim.name}: {claim.evidence}")
+    print(f"report {written['report']}; leaderboard {written['leaderboard']}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from metagrad.check import check_against
+
+    device = _check_device(args.device)
+    try:
+        movements, fresh, problems = check_against(
+            args.against,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            device=device,
+            plugins=tuple(args.imports),
+            z=args.z,
+            progress=not args.no_progress,
+            fresh_out=args.out,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: {exc}") from exc
+    for problem in problems:
+        print(f"metagrad: {problem}", file=sys.stderr)
+    for movement in movements:
+        print(f"MOVED {movement}")
+    status = "FAIL" if movements else "OK"
+    print(f"{status}: {len(fresh)} cells recomputed, {len(movements)} metric(s) moved beyond their interval")
+    return 1 if movements else 0
 
 
 def _compare_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
@@ -221,6 +308,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="local", choices=["local", "serial", "ray"])
+    parser.add_argument("--workers", type=int, default=2, help="processes (local) or CPUs of a local Ray")
+    parser.add_argument("--address", default=None, help="ray: address of a running cluster")
+    parser.add_argument("--device", default="cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metagrad",
@@ -228,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
         "estimators scored against exact meta-gradients.",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (e.g. one that registers your estimator); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_list = sub.add_parser("list", help="list estimators, environments and presets")
@@ -241,15 +343,31 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.add_argument("--out", default=None, help="also write the figures as JSON")
     p_perf.set_defaults(func=_cmd_perf)
 
-    p_bench = sub.add_parser("bench", help="run a benchmark (default: the tabular liu2022 preset)")
-    p_bench.add_argument("suite", nargs="?", default="tabular", choices=["tabular", "ipd"])
-    p_bench.add_argument("--preset", default=None, help="default: liu2022 (tabular), foerster2018 (ipd)")
-    p_bench.add_argument("--out", default=None, help="JSONL file (default results/SUITE_PRESET.jsonl)")
-    p_bench.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
-    p_bench.add_argument("--device", default="cpu")
+    p_bench = sub.add_parser(
+        "bench",
+        help="the leaderboard: score estimators (default suite: tabular liu2022 + ipd foerster2018)",
+    )
+    p_bench.add_argument("suite", nargs="?", default=None, choices=["tabular", "ipd"])
+    p_bench.add_argument(
+        "--preset", default=None, help="with a suite: liu2022|quick (tabular), foerster2018|quick (ipd)"
+    )
+    p_bench.add_argument(
+        "--store", "--out", dest="store", default=None, help="result store (default results/rows.jsonl)"
+    )
+    p_bench.add_argument("--fresh", action="store_true", help="delete the store first instead of resuming")
+    _add_backend_args(p_bench)
     p_bench.add_argument("--seed", type=int, default=None)
     p_bench.add_argument("--num-tasks", type=int, default=None, help="tasks (tabular) or policy pairs (ipd)")
     p_bench.add_argument("--repeats", type=int, default=None)
+    p_bench.add_argument("--n", type=int, default=None, help="episodes per estimated stage (decomposition)")
+    p_bench.add_argument(
+        "--inner-steps",
+        dest="inner_steps",
+        type=int,
+        default=None,
+        help="K (tabular) / lookahead steps (ipd)",
+    )
+    p_bench.add_argument("--env", default=None, help="environment id of the suite")
     p_bench.add_argument("--estimators", default=None, help="comma-separated estimator names")
     p_bench.add_argument(
         "--experiments",
@@ -259,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_bench.add_argument("--no-progress", action="store_true")
     p_bench.set_defaults(func=_cmd_bench)
+
+    p_report = sub.add_parser("report", help="reproduction report and leaderboard from the stored rows")
+    p_report.add_argument("--store", default=None, help="result store (default results/rows.jsonl)")
+    p_report.set_defaults(func=_cmd_report)
+
+    p_check = sub.add_parser("check", help="recompute stored cells; exit 1 if a metric moved beyond its CI")
+    p_check.add_argument("--against", required=True, help="a result file written by metagrad bench")
+    p_check.add_argument("--z", type=float, default=1.96, help="half-width in standard errors (default 1.96)")
+    p_check.add_argument("--out", default=None, help="also store the fresh rows here")
+    _add_backend_args(p_check)
+    p_check.add_argument("--no-progress", action="store_true")
+    p_check.set_defaults(func=_cmd_check)
 
     p_cmp = sub.add_parser(
         "compare", help="train learners against each other (ipd: naive vs LOLA; maml: one per estimator)"
@@ -286,8 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     args = build_parser().parse_args(argv)
     _set_threads(args.threads)
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SystemExit(f"metagrad: --import {module}: {exc}") from exc
     return args.func(args)
 
 

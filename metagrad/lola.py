@@ -54,6 +54,7 @@ __all__ = [
     "LOLA_VARIANTS",
     "GameSampler",
     "LolaSpec",
+    "episodes_per_lola_estimate",
     "exact_lola_target",
     "game_surrogate",
     "lola_variant",
@@ -115,6 +116,28 @@ class LolaSpec(StagedSpec):
             raise ValueError(
                 "shared_lookahead: needs the same inner and hessian stage (one batch serves both)"
             )
+
+
+def episodes_per_lola_estimate(spec: LolaSpec) -> int:
+    """Episodes one estimate under ``spec`` samples: each sampled lookahead stage's ``n`` per step
+    (one batch when the lookahead is shared), the outer ``n``, replayed episodes once per role,
+    and the episodes a learned critic fits on per sampled objective."""
+
+    def cost(stage: StageSpec) -> int:
+        if stage.is_exact:
+            return 0
+        learned = get_estimator(stage.estimator).uses_critic and spec.critic.kind == "learned"
+        return stage.n + (spec.critic.learned_episodes if learned else 0)
+
+    look = cost(spec.inner) if spec.shared_lookahead else cost(spec.inner) + cost(spec.hessian)
+    total = spec.lookahead_steps * look + cost(spec.outer)
+    return total + sum(getattr(spec, role).replay for role in _replay_roles(spec))
+
+
+def _replay_roles(spec: LolaSpec) -> tuple[str, ...]:
+    """Stages that draw their own replay (a shared lookahead draws one for both)."""
+    roles = ("inner", "outer") if spec.shared_lookahead else ("inner", "hessian", "outer")
+    return tuple(role for role in roles if getattr(spec, role).replay)
 
 
 def lola_variant(
@@ -316,7 +339,7 @@ def sample_lola_gradients(
     check_memory_one_logits(mu1, "behaviour[0]")
     check_memory_one_logits(mu2, "behaviour[1]")
     sampler = GameSampler(spec, generator)
-    for role in ("inner", "hessian", "outer"):
+    for role in _replay_roles(spec):
         stage = getattr(spec, role)
         if stage.replay:
             sampler.replays[role] = sampler.rollout(

@@ -1,4 +1,4 @@
-"""Bench cells and the loop that scores them into JSONL result rows.
+"""Bench cells and the result rows they produce.
 
 A *cell* is one scored setting of a benchmark: an experiment label, an estimator label, the
 recipe (a spec with ``to_dict()``), and optional tags (e.g. the kind of policy pair). Its key
@@ -10,16 +10,12 @@ the same numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from metagrad.provenance import config_hash, run_metadata
 
-__all__ = ["Cell", "cell_row", "cell_seed", "run_cells"]
+__all__ = ["Cell", "cell_row", "cell_seed", "dataclass_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -48,39 +44,6 @@ class Cell:
 def cell_seed(config: Any, cell: Cell) -> int:
     """The seed of a cell's randomness: its key mixed with the run seed."""
     return int(cell.key(config), 16) % (2**62) + config.seed
-
-
-def run_cells(
-    cells: list[Cell],
-    run_one: Callable[[Cell], dict[str, Any]],
-    out: str | Path,
-    *,
-    desc: str,
-    progress: bool = True,
-) -> tuple[list[dict[str, Any]], float]:
-    """Score ``cells`` in order, appending each row to the JSONL file ``out`` as it finishes.
-
-    Returns the rows and the wall time in seconds.
-    """
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    start = time.perf_counter()
-    with (
-        out.open("a", encoding="utf-8") as fh,
-        tqdm(total=len(cells), disable=not progress, unit="cell", desc=desc) as bar,
-    ):
-        for cell in cells:
-            tags = " ".join(str(v) for v in cell.tags.values())
-            bar.set_postfix_str(f"{cell.experiment} {cell.estimator} {cell.spec.combination} {tags}".strip())
-            row = run_one(cell)
-            fh.write(json.dumps(row, default=str) + "\n")
-            fh.flush()
-            rows.append(row)
-            bar.update(1)
-    return rows, time.perf_counter() - start
 
 
 def cell_row(
@@ -117,8 +80,41 @@ def cell_row(
         **metrics,
         "wall_s": wall_s,
         "spec": spec.to_dict(),
+        "cell": {
+            "experiment": cell.experiment,
+            "estimator": cell.estimator,
+            "n": cell.n,
+            "extra": cell.extra,
+            "tags": cell.tags,
+        },
         "config": dataclasses.asdict(config),
         **run_metadata(device),
     }
     row.update(cell.extra)
     return row
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any], nested: dict[str, type] | None = None) -> Any:
+    """Rebuild a (frozen) config or spec dataclass from its ``dataclasses.asdict`` form.
+
+    Lists become tuples (JSON has no tuples), recursively; ``nested`` maps field names to the
+    dataclasses of nested fields (e.g. ``{"inner": StageSpec}``). Unknown keys raise.
+    """
+    nested = nested or {}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(convert(v) for v in value)
+        return value
+
+    kwargs = {}
+    for key, value in data.items():
+        if key in nested and isinstance(value, dict):
+            kwargs[key] = dataclass_from_dict(nested[key], value)
+        else:
+            kwargs[key] = convert(value)
+    return cls(**kwargs)

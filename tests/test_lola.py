@@ -306,7 +306,7 @@ def test_cli_bench_ipd_and_compare(tmp_path, capsys):
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 * 5 and {r["pair_kind"] for r in rows} == {"random", "trained"}
-    assert (tmp_path / "ipd_summary.md").exists()
+    assert (tmp_path / "ipd_quick_summary.md").exists()
 
     cmp_dir = tmp_path / "cmp"
     code = main(
