@@ -93,6 +93,22 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         f"LOLA-DiCE, two agents, 128 inner + 128 outer episodes of 100 steps: "
         f"{lola['updates_per_s']:.1f} simultaneous updates/s"
     )
+    if args.atari:
+        from metagrad.perf import a2c_training_throughput, atari_env_throughput
+
+        ale = atari_env_throughput()
+        fallback = atari_env_throughput(backend="gymnasium")
+        print(
+            "Atari (breakout, 16 games, random actions): "
+            f"ale-py vector env {ale['frames_per_s']:.0f} frames/s, "
+            f"Gymnasium AsyncVectorEnv {fallback['frames_per_s']:.0f} frames/s"
+        )
+        for agent in ("a2c", "mgrl"):
+            rate = a2c_training_throughput(agent=agent, device=device)
+            print(
+                f"{agent.upper()} training (16 games x 5 steps, {device}): "
+                f"{rate['frames_per_s']:.0f} frames/s"
+            )
     maml = maml_meta_iteration_time(device=device)
     print(
         "MAML meta-iteration, meta-batch 20, K = 1, 32 episodes per stage, 20x5 MDPs: "
@@ -124,6 +140,7 @@ def _split(text: str | None) -> tuple[str, ...] | None:
 
 def _bench_runs(args: argparse.Namespace) -> list[tuple[str, object]]:
     """The validated ``(suite, config)`` runs of a ``bench`` call (nothing runs before this)."""
+    from metagrad.bench_atari import EXPERIMENTS as ATARI_EXPERIMENTS
     from metagrad.bench_ipd import EXPERIMENTS as IPD_EXPERIMENTS
     from metagrad.bench_tabular import EXPERIMENTS as TABULAR_EXPERIMENTS
     from metagrad.suites import DEFAULT_RUNS, make_config
@@ -132,7 +149,7 @@ def _bench_runs(args: argparse.Namespace) -> list[tuple[str, object]]:
         raise SystemExit("metagrad: --preset needs a suite: metagrad bench tabular|ipd --preset NAME")
     plan = [(args.suite, args.preset)] if args.suite else list(DEFAULT_RUNS)
     experiments = _split(args.experiments)
-    known = {"tabular": TABULAR_EXPERIMENTS, "ipd": IPD_EXPERIMENTS}
+    known = {"tabular": TABULAR_EXPERIMENTS, "ipd": IPD_EXPERIMENTS, "atari": ATARI_EXPERIMENTS}
     if experiments:
         allowed = set(known[args.suite]) if args.suite else set(TABULAR_EXPERIMENTS) | set(IPD_EXPERIMENTS)
         unknown = sorted(set(experiments) - allowed)
@@ -141,12 +158,12 @@ def _bench_runs(args: argparse.Namespace) -> list[tuple[str, object]]:
     runs = []
     for suite, preset in plan:
         overrides: dict = {k: getattr(args, k) for k in ("seed", "repeats") if getattr(args, k) is not None}
-        if args.num_tasks is not None:
+        if args.num_tasks is not None and suite != "atari":
             overrides["num_pairs" if suite == "ipd" else "num_tasks"] = args.num_tasks
         if args.inner_steps is not None:
             overrides["lookahead_steps" if suite == "ipd" else "inner_steps"] = args.inner_steps
         if args.n is not None:
-            overrides["n"] = args.n
+            overrides["num_envs" if suite == "atari" else "n"] = args.n
         if args.env is not None:
             overrides["env"] = args.env
         estimators = _split(args.estimators)
@@ -265,7 +282,18 @@ def _compare_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
-    if args.suite == "maml":
+    if args.suite == "atari":
+        from metagrad.compare_atari import AtariCompareConfig as Config
+        from metagrad.compare_atari import run_atari_compare as run
+
+        overrides = _compare_overrides(args, ("frames", "inner_steps"))
+        for name in ("games", "agents"):
+            if getattr(args, name):
+                overrides[name] = _split(getattr(args, name))
+        if args.n is not None:
+            overrides["num_envs"] = args.n
+        table = "atari_compare.md"
+    elif args.suite == "maml":
         from metagrad.compare_maml import MAMLCompareConfig as Config
         from metagrad.compare_maml import run_maml_compare as run
 
@@ -341,13 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.add_argument("--loop-episodes", type=int, default=300)
     p_perf.add_argument("--device", default="cpu")
     p_perf.add_argument("--out", default=None, help="also write the figures as JSON")
+    p_perf.add_argument("--atari", action="store_true", help="also time the Atari env and A2C/MGRL training")
     p_perf.set_defaults(func=_cmd_perf)
 
     p_bench = sub.add_parser(
         "bench",
         help="the leaderboard: score estimators (default suite: tabular liu2022 + ipd foerster2018)",
     )
-    p_bench.add_argument("suite", nargs="?", default=None, choices=["tabular", "ipd"])
+    p_bench.add_argument("suite", nargs="?", default=None, choices=["tabular", "ipd", "atari"])
     p_bench.add_argument(
         "--preset", default=None, help="with a suite: liu2022|quick (tabular), foerster2018|quick (ipd)"
     )
@@ -393,13 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp = sub.add_parser(
         "compare", help="train learners against each other (ipd: naive vs LOLA; maml: one per estimator)"
     )
-    p_cmp.add_argument("suite", choices=["ipd", "maml"])
+    p_cmp.add_argument("suite", choices=["ipd", "maml", "atari"])
     p_cmp.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
     p_cmp.add_argument("--iterations", type=int, default=None)
     p_cmp.add_argument("--horizon", type=int, default=None)
     p_cmp.add_argument("--lr", type=float, default=None, help="outer optimiser step size")
     p_cmp.add_argument("--optimizer", default=None, help="adam or sgd")
-    p_cmp.add_argument("--n", type=int, default=None, help="episodes per estimated stage / batch")
+    p_cmp.add_argument(
+        "--n", type=int, default=None, help="episodes per estimated stage / batch (atari: parallel games)"
+    )
     p_cmp.add_argument("--pairings", default=None, help="ipd: e.g. NL-NL,LOLA-LOLA,LOLA-DiCE")
     p_cmp.add_argument("--game", default=None, help="ipd: ipd or imp")
     p_cmp.add_argument("--lookahead-lr", dest="lookahead_lr", type=float, default=None, help="ipd")
@@ -408,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_cmp.add_argument("--inner-steps", dest="inner_steps", type=int, default=None, help="maml: K")
     p_cmp.add_argument("--inner-lr", dest="inner_lr", type=float, default=None, help="maml: alpha")
     p_cmp.add_argument("--meta-batch", dest="meta_batch", type=int, default=None, help="maml")
+    p_cmp.add_argument("--games", default=None, help="atari: comma-separated, e.g. pong,breakout")
+    p_cmp.add_argument("--agents", default=None, help="atari: sb3_a2c,a2c,mgrl_pg,mgrl_lvc")
+    p_cmp.add_argument("--frames", type=int, default=None, help="atari: frames per run (4 per agent step)")
     p_cmp.add_argument("--out", default="results")
     p_cmp.add_argument("--device", default="cpu")
     p_cmp.add_argument("--no-progress", action="store_true")

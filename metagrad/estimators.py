@@ -42,6 +42,7 @@ __all__ = [
     "lvc",
     "magic_box",
     "off_policy_dice",
+    "per_step_is",
     "pg",
     "register_estimator",
     "stop_gradient",
@@ -334,6 +335,34 @@ def off_policy_dice(
     return surrogate + (weights * (rho_prev - rho) * stop_gradient(values).to(rho.dtype)).sum(0)
 
 
+def per_step_is(
+    log_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    *,
+    behaviour_log_probs: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+    bootstrap_value: torch.Tensor | None = None,
+    gae_lambda: float = 1.0,
+) -> torch.Tensor:
+    """Per-decision importance-weighted policy gradient ``sum_t c_t rho_t A_t``.
+
+    ``rho_t = exp(log pi_t - log mu_t)`` per step (Precup et al. 2000), not cumulative.
+
+    The surrogate of off-policy actor-critics that reuse a slightly stale batch (the advantages
+    come from the behaviour data; the state-distribution shift is ignored, so it is biased away
+    from ``mu = pi``). At ``mu = pi`` its value is the mean advantage and its gradient is
+    :func:`pg`'s. ``behaviour_log_probs`` default to ``stop(log_probs)`` (on-policy).
+
+    Returns: ``[B, ...]`` per-episode surrogate.
+    """
+    check_trajectory_inputs(log_probs, rewards, discounts, behaviour_log_probs, values, bootstrap_value)
+    behaviour = stop_gradient(log_probs if behaviour_log_probs is None else behaviour_log_probs)
+    adv = advantages(rewards, discounts, values, bootstrap_value, gae_lambda)
+    weights = cumulative_discounts(discounts)
+    return (weights * torch.exp(log_probs - behaviour) * adv).sum(0)
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
@@ -432,4 +461,13 @@ register_estimator(
     uses_critic=True,
     off_policy=True,
     unbiased_orders="all (where mu covers pi)",
+)
+register_estimator(
+    "per_step_is",
+    per_step_is,
+    reference="per-decision importance sampling (Precup et al. 2000), as in off-policy actor-critics",
+    summary="rho_t A_t with per-step ratios against stored behaviour log-probs (first order)",
+    uses_critic=True,
+    off_policy=True,
+    unbiased_orders="first (at mu = pi)",
 )

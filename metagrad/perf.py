@@ -13,6 +13,8 @@ from envs.ipd import ipd_rollout
 from envs.tabular import TabularTask, random_task, rollout
 
 __all__ = [
+    "a2c_training_throughput",
+    "atari_env_throughput",
     "ipd_rollout_throughput",
     "lola_dice_update_rate",
     "maml_meta_iteration_time",
@@ -188,3 +190,56 @@ def maml_meta_iteration_time(
     _sync(device)
     seconds = (time.perf_counter() - start) / iterations
     return {"seconds_per_iteration": seconds, "meta_batch": meta_batch, "n": n, "inner_steps": inner_steps}
+
+
+def atari_env_throughput(
+    game: str = "breakout", num_envs: int = 16, steps: int = 300, *, backend: str = "ale", seed: int = 0
+) -> dict[str, float]:
+    """Environment frames/s (4 per step) of :class:`envs.atari.AtariVector` under random actions."""
+    from envs.atari import AtariConfig, AtariVector
+
+    env = AtariVector(AtariConfig(game, num_envs=num_envs, backend=backend))
+    rng = np.random.default_rng(seed)
+    try:
+        env.reset(seed=seed)
+        for _ in range(10):
+            env.step(rng.integers(0, env.num_actions, num_envs))
+        start = time.perf_counter()
+        for _ in range(steps):
+            env.step(rng.integers(0, env.num_actions, num_envs))
+        seconds = time.perf_counter() - start
+    finally:
+        env.close()
+    frames = steps * num_envs * env.config.frame_skip
+    return {"frames_per_s": frames / seconds, "num_envs": num_envs, "backend": backend}
+
+
+def a2c_training_throughput(
+    game: str = "breakout",
+    num_envs: int = 16,
+    frames: int = 16_000,
+    *,
+    agent: str = "a2c",
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Training frames/s of the suite's A2C (or ``agent="mgrl"``: MGRL with K = 2) on Atari."""
+    from agents.a2c import A2CAgent, A2CConfig
+    from agents.mgrl import MGRLAgent, MGRLConfig
+    from envs.atari import AtariConfig
+
+    env_config = AtariConfig(game, num_envs=num_envs)
+    a2c = A2CConfig(num_envs=num_envs)
+    runner = (
+        A2CAgent(a2c, env_config, seed=seed, device=device)
+        if agent == "a2c"
+        else MGRLAgent(MGRLConfig(a2c), env_config, seed=seed, device=device)
+    )
+    try:
+        runner.train(num_envs * a2c.n_steps * 4 * 2)  # warm-up
+        _sync(device)
+        out = runner.train(frames)
+        _sync(device)
+    finally:
+        runner.close()
+    return {"frames_per_s": out["frames"] / out["wall_s"], "agent": agent, "num_envs": num_envs}

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from metagrad import bench_ipd, bench_tabular
+from metagrad import bench_atari, bench_ipd, bench_tabular
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.lola import LolaSpec
 from metagrad.results import Cell, dataclass_from_dict
@@ -105,6 +105,17 @@ SUITES: dict[str, Suite] = {
         bench_ipd.write_ipd_summary,
         bench_ipd.IPDBenchConfig,
         LolaSpec,
+    ),
+    "atari": Suite(
+        "atari",
+        bench_atari.PRESETS,
+        "xu2018",
+        bench_atari.make_atari_cells,
+        bench_atari.run_atari_cell,
+        bench_atari.write_atari_plots,
+        bench_atari.write_atari_summary,
+        bench_atari.AtariBenchConfig,
+        bench_atari.AtariMetaSpec,
     ),
 }
 

@@ -1,0 +1,248 @@
+"""Meta-gradient RL (Xu et al., NeurIPS 2018) on A2C, with the Hessian estimator selectable.
+
+Meta-parameters ``eta``: sigmoid logits of the discount ``gamma`` (init 0.99) and the GAE
+``lambda`` (init 0.95), optionally also of the value and entropy coefficients. One meta-iteration:
+
+1. K differentiable inner updates ``theta_{k+1} = theta_k - alpha P_k grad_theta L_in(theta_k, eta)``
+   (``create_graph=True``) on successive rollouts; ``L_in`` is :func:`agents.a2c.a2c_loss` whose
+   returns use ``gamma(eta)``, ``lambda(eta)``; its policy term is the chosen estimator's surrogate
+   (``pg``: ``A log pi`` as in common MGRL code; ``lvc``: the low-bias Hessian of Liu et al. 2022;
+   ``dice``). ``P_k`` is RMSprop's preconditioner, treated as a constant (its statistics are
+   cut from the graph), and the gradient is norm-clipped (differentiably).
+2. The outer loss: the policy-gradient loss with fixed gamma 0.99 and lambda 0.95 on a fresh
+   rollout of ``theta_K`` (which is then the next iteration's first inner batch), or, with
+   ``outer="replay"``, on the last inner batch reweighted by per-step importance ratios
+   (off-policy reuse, no extra rollout).
+3. ``eta`` takes an Adam step (lr 1e-3) along ``-d L_out / d eta``; the agent continues from ``theta_K``.
+
+With K = 1 the meta-gradient only involves the first derivative of the inner surrogate, where
+``pg`` and ``lvc`` agree; their Hessians enter from K = 2 on (the default).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.a2c import A2CConfig, Params, Rollout, a2c_loss, build_model, collect_rollout
+from envs.atari import AtariConfig, AtariVector
+from metagrad.estimators import get_estimator, stop_gradient
+
+__all__ = ["META_NAMES", "OUTER_MODES", "MGRLAgent", "MGRLConfig", "inner_step", "meta_gradient"]
+
+META_NAMES = ("gamma", "lambda", "value_coef", "entropy_coef")
+OUTER_MODES = ("fresh", "replay")
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class MGRLConfig:
+    """MGRL on top of an :class:`~agents.a2c.A2CConfig` (inner learner settings)."""
+
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    inner_steps: int = 2
+    estimator: str = "pg"
+    meta_lr: float = 1e-3
+    init_gamma: float = 0.99
+    init_lambda: float = 0.95
+    learn_coefs: bool = False
+    outer_gamma: float = 0.99
+    outer_lambda: float = 0.95
+    outer: str = "fresh"
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.inner_steps, bool)
+            or not isinstance(self.inner_steps, int)
+            or self.inner_steps < 1
+        ):
+            raise ValueError(f"inner_steps: expected an integer >= 1, got {self.inner_steps!r}")
+        get_estimator(self.estimator)
+        if self.outer not in OUTER_MODES:
+            raise ValueError(f"outer: expected one of {OUTER_MODES}, got {self.outer!r}")
+        for name in ("init_gamma", "init_lambda"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name}: must lie in (0, 1), got {getattr(self, name)}")
+        if not self.meta_lr > 0:
+            raise ValueError(f"meta_lr: must be > 0, got {self.meta_lr}")
+
+
+def meta_values(eta: dict[str, torch.Tensor], config: A2CConfig) -> dict[str, torch.Tensor | float]:
+    """gamma, lambda and the loss coefficients from the meta-logits (fixed ones where not learned)."""
+    out: dict[str, torch.Tensor | float] = {
+        "gamma": torch.sigmoid(eta["gamma"]),
+        "lambda": torch.sigmoid(eta["lambda"]),
+        "value_coef": config.value_coef,
+        "entropy_coef": config.entropy_coef,
+    }
+    if "value_coef" in eta:  # coefficients as sigmoid(x) scaled to (0, 2 x default)
+        out["value_coef"] = 2 * config.value_coef * torch.sigmoid(eta["value_coef"])
+        out["entropy_coef"] = 2 * config.entropy_coef * torch.sigmoid(eta["entropy_coef"])
+    return out
+
+
+def inner_step(
+    model: nn.Module,
+    params: Params,
+    batch: Rollout,
+    meta: dict[str, torch.Tensor | float],
+    rms: dict[str, torch.Tensor],
+    config: A2CConfig,
+    estimator: str,
+) -> tuple[Params, dict[str, torch.Tensor]]:
+    """One differentiable inner update: RMSprop-preconditioned, norm-clipped gradient descent on
+    :func:`agents.a2c.a2c_loss`; the graph to ``params`` and the meta-parameters is kept."""
+    loss = a2c_loss(
+        model,
+        params,
+        batch,
+        meta["gamma"],
+        meta["lambda"],
+        estimator=estimator,
+        value_coef=meta["value_coef"],
+        entropy_coef=meta["entropy_coef"],
+    )
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    scale = torch.clamp(config.max_grad_norm / (norm + 1e-6), max=1.0)
+    new_params, new_rms = {}, {}
+    for name, g in zip(names, grads, strict=True):
+        g = g * scale
+        v = config.rms_alpha * rms[name] + (1 - config.rms_alpha) * stop_gradient(g) ** 2
+        new_rms[name] = v
+        new_params[name] = params[name] - config.lr * g / (torch.sqrt(v) + config.rms_eps)
+    return new_params, new_rms
+
+
+BatchFn = Callable[[int, Params], Rollout]
+
+
+def meta_gradient(
+    model: nn.Module,
+    params: Params,
+    eta: dict[str, torch.Tensor],
+    next_batch: BatchFn,
+    rms: dict[str, torch.Tensor],
+    config: MGRLConfig,
+) -> tuple[dict[str, torch.Tensor], Params, dict[str, torch.Tensor], list[Rollout]]:
+    """One meta-gradient estimate ``d L_out(theta_K(eta)) / d eta``.
+
+    ``next_batch(k, theta_k)`` supplies the batch of inner step ``k`` (``k = 0..K-1``) and, with
+    ``k = K``, the outer batch of a fresh rollout (not called with ``outer="replay"``, which reuses
+    the last inner batch with importance weights); ``theta_k`` comes detached, for acting.
+    Returns the gradient per meta-parameter, ``theta_K`` and the RMSprop statistics (detached),
+    and the batches used (inner ones, then the outer one).
+    """
+    meta = meta_values(eta, config.a2c)
+    theta = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+    batches = []
+    for k in range(config.inner_steps):
+        batch = next_batch(k, {n: stop_gradient(p) for n, p in theta.items()})
+        batches.append(batch)
+        theta, rms = inner_step(model, theta, batch, meta, rms, config.a2c, config.estimator)
+    replay = config.outer == "replay"
+    outer_batch = (
+        batches[-1]
+        if replay
+        else next_batch(config.inner_steps, {n: stop_gradient(p) for n, p in theta.items()})
+    )
+    batches.append(outer_batch)
+    outer = a2c_loss(
+        model, theta, outer_batch, config.outer_gamma, config.outer_lambda, estimator="pg", value_coef=0.0,
+        entropy_coef=0.0, importance_weighted=replay,
+    )  # fmt: skip
+    names = list(eta)
+    grads = torch.autograd.grad(outer, [eta[n] for n in names], allow_unused=True)
+    out = {
+        n: torch.zeros_like(eta[n]) if g is None else g.detach() for n, g in zip(names, grads, strict=True)
+    }
+    return (
+        out,
+        {n: stop_gradient(p) for n, p in theta.items()},
+        {n: stop_gradient(v) for n, v in rms.items()},
+        batches,
+    )
+
+
+class MGRLAgent:
+    """MGRL training loop on vectorised Atari (see the module docstring)."""
+
+    def __init__(self, config: MGRLConfig, env_config: AtariConfig, *, seed: int = 0, device: str = "cpu"):
+        self.config, self.device = config, device
+        self.env = AtariVector(env_config)
+        self.model = build_model(self.env.num_actions, seed=seed, device=device)
+        self.params: Params = {n: stop_gradient(p).clone() for n, p in self.model.named_parameters()}
+        self.rms = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        names = META_NAMES if config.learn_coefs else META_NAMES[:2]
+        init = {"gamma": _logit(config.init_gamma), "lambda": _logit(config.init_lambda)}
+        self.eta = {
+            n: torch.tensor(init.get(n, 0.0), dtype=torch.float32, device=device, requires_grad=True)
+            for n in names
+        }
+        self.meta_optimizer = torch.optim.Adam(list(self.eta.values()), lr=config.meta_lr)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.obs = self.env.reset(seed=seed)
+        self._carry: Rollout | None = None
+
+    def meta_parameters(self) -> dict[str, float]:
+        """Current gamma, lambda (and coefficients) as plain numbers."""
+        with torch.no_grad():
+            return {k: float(v) for k, v in meta_values(self.eta, self.config.a2c).items()}
+
+    def _rollout(self, params: Params) -> Rollout:
+        gamma = float(torch.sigmoid(stop_gradient(self.eta["gamma"])))
+        batch, self.obs = collect_rollout(
+            self.env, self.model, params, self.obs, self.config.a2c.n_steps, gamma=gamma,
+            generator=self.generator, device=self.device,
+        )  # fmt: skip
+        return batch
+
+    def iteration(self) -> tuple[int, list[float]]:
+        """One meta-iteration; returns the frames it played and the raw scores of finished games."""
+        c = self.config
+        frames_per_rollout = self.env.num_envs * c.a2c.n_steps * self.env.config.frame_skip
+        played: list[Rollout] = []
+
+        def next_batch(k: int, theta: Params) -> Rollout:
+            if k == 0 and self._carry is not None:  # the previous outer batch, played by theta_0
+                return self._carry
+            batch = self._rollout(theta)
+            played.append(batch)
+            return batch
+
+        grads, self.params, self.rms, batches = meta_gradient(
+            self.model, self.params, self.eta, next_batch, self.rms, c
+        )
+        self._carry = batches[-1] if c.outer == "fresh" else None
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        for name, g in grads.items():
+            self.eta[name].grad = g
+        self.meta_optimizer.step()
+        return frames_per_rollout * len(played), [s for b in played for s in b.episode_scores]
+
+    def train(
+        self, frames: int, *, callback: Callable[[int, list[float]], None] | None = None
+    ) -> dict[str, Any]:
+        """Meta-train for ``frames`` environment frames; returns scores, meta-parameters, timing."""
+        done, scores, start, trace = 0, [], time.perf_counter(), []
+        while done < frames:
+            used, new_scores = self.iteration()
+            done += used
+            scores += new_scores
+            trace.append((done, self.meta_parameters()))
+            if callback is not None:
+                callback(done, new_scores)
+        return {"frames": done, "scores": scores, "meta": trace, "wall_s": time.perf_counter() - start}
+
+    def close(self) -> None:
+        self.env.close()
