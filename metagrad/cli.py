@@ -45,7 +45,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("environments:")
         for env_id, desc in ENV_IDS.items():
             print(f"  {env_id:<28} {desc}")
+        print(
+            f"  {'ALE/<Game>-v5':<28} any ALE game through envs.atari.AtariVector (DeepMind preprocessing, "
+            "ale-py vector env or Gymnasium AsyncVectorEnv)"
+        )
     if what in ("all", "presets"):
+        from metagrad.bench_atari import PRESETS as ATARI_PRESETS
         from metagrad.bench_ipd import PRESETS as IPD_PRESETS
 
         print("bench presets (metagrad bench tabular --preset NAME):")
@@ -59,6 +64,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"  {name:<13} {icfg.num_pairs} pairs x {icfg.repeats} repeats, horizon {icfg.horizon}, "
                 f"n {icfg.n}, experiments {', '.join(icfg.experiments)}"
+            )
+        print("bench presets (metagrad bench atari --preset NAME; only when asked):")
+        for name, acfg in ATARI_PRESETS.items():
+            print(
+                f"  {name:<13} {acfg.env}, {acfg.num_envs} games x {acfg.n_steps} steps, K = {acfg.inner_steps}, "
+                f"{acfg.repeats} estimates per estimator, reference {acfg.reference_estimator} "
+                f"x{acfg.reference_scale} from {acfg.reference_repeats}"
             )
     return 0
 
