@@ -46,8 +46,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for env_id, desc in ENV_IDS.items():
             print(f"  {env_id:<28} {desc}")
         print(
-            f"  {'ALE/<Game>-v5':<28} any ALE game through envs.atari.AtariVector (DeepMind preprocessing, "
-            "ale-py vector env or Gymnasium AsyncVectorEnv)"
+            f"  {'ALE/<Game>-v5':<28} any ALE game through envs.atari.AtariVector "
+            "(DeepMind preprocessing, ale-py vector env or Gymnasium AsyncVectorEnv)"
         )
     if what in ("all", "presets"):
         from metagrad.bench_atari import PRESETS as ATARI_PRESETS
@@ -68,7 +68,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("bench presets (metagrad bench atari --preset NAME; only when asked):")
         for name, acfg in ATARI_PRESETS.items():
             print(
-                f"  {name:<13} {acfg.env}, {acfg.num_envs} games x {acfg.n_steps} steps, K = {acfg.inner_steps}, "
+                f"  {name:<13} {acfg.env}, {acfg.num_envs} games x {acfg.n_steps} steps, "
+                f"K = {acfg.inner_steps}, "
                 f"{acfg.repeats} estimates per estimator, reference {acfg.reference_estimator} "
                 f"x{acfg.reference_scale} from {acfg.reference_repeats}"
             )
