@@ -288,6 +288,18 @@ def run_bench(
     done_before = total - len(todo)
     if done_before:
         log(f"metagrad: {done_before} of {total} cells already in {result_store.path}; running {len(todo)}")
+        from metagrad.provenance import git_commit
+
+        now = git_commit()
+        pending = {task[2].key(task[1]) for task in todo}
+        older = sorted(
+            {stored[k].get("git_commit", "?") for k in seen if k in stored and k not in pending} - {now}
+        )
+        if older:
+            log(
+                f"metagrad: reused cells were computed at commit(s) {', '.join(older)} (now {now}); "
+                "pass --fresh to recompute them with this code"
+            )
 
     from tqdm.auto import tqdm
 

@@ -353,3 +353,13 @@ def test_report_command_writes_report_and_leaderboard(tmp_path, capsys):
     assert "hessian_bias_ranking" in out
     with pytest.raises(SystemExit, match="no result rows"):
         main(["report", "--store", str(tmp_path / "none.jsonl")])
+
+
+def test_rerun_says_when_reused_cells_come_from_other_code(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    run_bench(_tiny_runs(), path, backend="serial", progress=False, log=_quiet)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "git_commit": "0123abc"}) + "\n" for r in rows))
+    messages: list[str] = []
+    run_bench(_tiny_runs(), path, backend="serial", progress=False, log=messages.append)
+    assert any("0123abc" in m and "--fresh" in m for m in messages)
