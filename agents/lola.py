@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from envs.ipd import STATE_SWAP, IPDTrajectory, check_gamma, get_game, ipd_rollout, memory_one_log_probs
+from envs.ipd import IPDTrajectory, check_gamma, get_game, ipd_rollout
 from metagrad.decomposed import critic_values
 from metagrad.estimators import stop_gradient
 from metagrad.exact import ipd_values, lola_gradient
-from metagrad.lola import game_surrogate, tabular_game_critic
+from metagrad.lola import game_surrogate, tabular_game_critic, with_replay
 
 __all__ = [
     "GRADIENTS",
@@ -164,20 +164,6 @@ def _pair(agent: int, own: torch.Tensor, other: torch.Tensor) -> tuple[torch.Ten
     return (own, other) if agent == 1 else (other, own)
 
 
-def _replay_log_probs(theta1: torch.Tensor, theta2: torch.Tensor, traj: IPDTrajectory) -> torch.Tensor:
-    """Joint log-probs of stored episodes under the current logits (differentiable)."""
-    return memory_one_log_probs(theta1, traj.states, traj.actions1) + memory_one_log_probs(
-        theta2[..., list(STATE_SWAP)], traj.states, traj.actions2
-    )
-
-
-def _merge(trajs: list[IPDTrajectory]) -> IPDTrajectory:
-    out = {}
-    for f in dataclasses.fields(IPDTrajectory):
-        out[f.name] = torch.cat([getattr(t, f.name) for t in trajs], dim=0 if f.name == "final_states" else 1)
-    return IPDTrajectory(**out)
-
-
 def _lookahead(
     learner: MemoryOneLearner,
     own: torch.Tensor,
@@ -202,9 +188,7 @@ def _lookahead(
             used += cfg.n_inner
         traj, log_probs = inner, inner.joint_log_probs
         if cfg.gradient == "off_policy_dice" and replay:
-            old = _merge(replay)
-            traj = _merge([inner, old])
-            log_probs = torch.cat([log_probs, _replay_log_probs(t1, t2, old)], dim=1)
+            traj, log_probs = with_replay(inner, IPDTrajectory.concat(replay), t1, t2)
         values, boot = learner.critic(traj, opponent)
         obj = game_surrogate(
             look_est, traj, opponent, log_probs=log_probs, values=values, bootstrap_value=boot

@@ -24,6 +24,7 @@ after a step. Agent 2 sees the same state through :data:`STATE_SWAP`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -242,6 +243,25 @@ class IPDTrajectory:
     @property
     def joint_behaviour_log_probs(self) -> torch.Tensor:
         return self.behaviour_log_probs1 + self.behaviour_log_probs2
+
+    def joint_log_probs_under(self, theta1: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:
+        """``log pi_1 + log pi_2`` of the stored actions under other logits ``[*G, 5]``
+        (differentiable): what replayed episodes contribute to an off-policy magic box."""
+        return memory_one_log_probs(theta1, self.states, self.actions1) + memory_one_log_probs(
+            theta2[..., list(STATE_SWAP)], self.states, self.actions2
+        )
+
+    @staticmethod
+    def concat(trajs: list[IPDTrajectory]) -> IPDTrajectory:
+        """Episodes side by side (episode axis 1; ``final_states`` axis 0)."""
+        return IPDTrajectory(
+            **{
+                f.name: torch.cat(
+                    [getattr(t, f.name) for t in trajs], dim=0 if f.name == "final_states" else 1
+                )
+                for f in dataclasses.fields(IPDTrajectory)
+            }
+        )
 
     def rewards(self, agent: int) -> torch.Tensor:
         """Payoffs of agent ``1`` or ``2``, ``[T, B, *G]``."""

@@ -322,28 +322,13 @@ def run_ipd_cell(
     )
 
 
-def run_ipd_bench(
-    config: IPDBenchConfig,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    progress: bool = True,
-    plots: bool = True,
-    backend: str = "serial",
-    workers: int = 1,
-) -> list[dict[str, Any]]:
-    """Score every cell of ``config`` into the result store ``out`` (resuming: stored cells are
-    skipped), then write the plots and ``<stem>_summary.md`` next to it. Returns the rows."""
-    from metagrad.suites import run_bench, write_suite_outputs
+def run_ipd_bench(config: IPDBenchConfig, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
+    """Score every cell of ``config`` into the result store ``out`` (resuming), then write the
+    plots and ``<stem>_summary.md`` next to it: :func:`metagrad.suites.run_suite` for this suite
+    (keywords ``device``, ``progress``, ``plots``, ``backend``, ``workers``). Returns the rows."""
+    from metagrad.suites import run_suite
 
-    out = Path(out)
-    rows = run_bench(
-        [("ipd", config)], out, backend=backend, workers=workers, device=device, progress=progress
-    )
-    rows = rows[("ipd", config.preset)]
-    if plots:
-        write_suite_outputs("ipd", rows, out.parent, out.stem)
-    return rows
+    return run_suite("ipd", config, out, **kwargs)
 
 
 def _series(rows: list[dict], experiment: str, xkey: str, kind: str) -> dict[str, list[dict]]:

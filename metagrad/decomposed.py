@@ -22,6 +22,7 @@ sampled together by the batched engine (no Python loop over repetitions or traje
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "detached_leaf",
     "episodes_per_estimate",
     "exact_meta_gradient",
+    "monte_carlo_values",
     "sample_meta_gradients",
     "sample_meta_gradients_wrt",
     "straight_through",
@@ -213,6 +215,38 @@ def episodes_per_estimate(spec: MetaGradientSpec) -> int:
     return total + sum(stage.replay for stage in (spec.inner, spec.hessian, spec.outer))
 
 
+def monte_carlo_values(
+    returns: torch.Tensor, states: torch.Tensor, num_states: int, *, time_dependent: bool = True
+) -> torch.Tensor:
+    """Tabular Monte Carlo value fit: the mean of ``returns`` per (step,) state, 0 where unvisited.
+
+    Args:
+        returns: ``[T, B, *G]`` returns-to-go (no graph); states: long ``[T, B, *G]``.
+    Returns:
+        ``[*G, T + 1, S]`` per step (row ``T``, the bootstrap, stays 0) with ``time_dependent``,
+        else ``[*G, S]`` (the inverse of :func:`critic_values`).
+    """
+    T, B = states.shape[:2]
+    batch_shape = states.shape[2:]
+    g = int(math.prod(batch_shape))
+    flat_states = states.reshape(T, B, g)
+    base = torch.arange(g, device=states.device)
+    if time_dependent:
+        time = torch.arange(T, device=states.device).reshape(T, 1, 1)
+        index = (base * ((T + 1) * num_states) + time * num_states + flat_states).reshape(-1)
+        shape = (*batch_shape, T + 1, num_states)
+    else:
+        index = (base * num_states + flat_states).reshape(-1)
+        shape = (*batch_shape, num_states)
+    flat = returns.reshape(-1)
+    size = int(math.prod(shape))
+    total = torch.zeros(size, dtype=flat.dtype, device=flat.device).index_add_(0, index, flat)
+    count = torch.zeros(size, dtype=flat.dtype, device=flat.device).index_add_(
+        0, index, torch.ones_like(flat)
+    )
+    return (total / count.clamp(min=1)).reshape(shape)
+
+
 def critic_values(
     table: torch.Tensor, states: torch.Tensor, final_states: torch.Tensor, objective: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,24 +320,9 @@ class _Sampler:
         traj = rollout(self.task, theta, self.spec.critic.learned_episodes, generator=self.generator)
         rewards = self._rewards(traj, role)
         returns = discounted_returns(stop_gradient(rewards), traj.discounts)  # [T, B, *G]
-        T, B = traj.states.shape[:2]
-        batch_shape = traj.states.shape[2:]
-        g = int(returns[0, 0].numel())
-        states = traj.states.reshape(T, B, g)
-        S = self.task.num_states
-        if self.spec.objective == "finite":
-            time = torch.arange(T, device=theta.device).reshape(T, 1, 1)
-            index = (torch.arange(g, device=theta.device) * ((T + 1) * S) + time * S + states).reshape(-1)
-            size, shape = g * (T + 1) * S, (*batch_shape, T + 1, S)
-        else:
-            index = (torch.arange(g, device=theta.device) * S + states).reshape(-1)
-            size, shape = g * S, (*batch_shape, S)
-        flat = returns.reshape(-1)
-        total = torch.zeros(size, dtype=flat.dtype, device=theta.device).index_add_(0, index, flat)
-        count = torch.zeros(size, dtype=flat.dtype, device=theta.device).index_add_(
-            0, index, torch.ones_like(flat)
+        return monte_carlo_values(
+            returns, traj.states, self.task.num_states, time_dependent=self.spec.objective == "finite"
         )
-        return (total / count.clamp(min=1)).reshape(shape)
 
     def _rewards(self, traj: Trajectory, role: str) -> torch.Tensor:
         if self.eta is None or role == "outer":

@@ -24,7 +24,6 @@ drops the cross terms entirely (no shaping survives). No estimator math is rewri
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,6 @@ from envs.ipd import (
     check_memory_one_logits,
     get_game,
     ipd_rollout,
-    memory_one_log_probs,
 )
 from metagrad.decomposed import (
     CriticSpec,
@@ -45,6 +43,7 @@ from metagrad.decomposed import (
     StageSpec,
     critic_values,
     detached_leaf,
+    monte_carlo_values,
     straight_through,
 )
 from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
@@ -60,6 +59,7 @@ __all__ = [
     "lola_variant",
     "sample_lola_gradients",
     "tabular_game_critic",
+    "with_replay",
 ]
 
 
@@ -204,13 +204,14 @@ def game_surrogate(
     return surrogate.mean(0)
 
 
-def _concat(a: IPDTrajectory, b: IPDTrajectory) -> IPDTrajectory:
-    """Episodes of ``a`` and ``b`` side by side (episode axis 1; final states axis 0)."""
-    merged = {}
-    for f in dataclasses.fields(IPDTrajectory):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        merged[f.name] = torch.cat([x, y], dim=0 if f.name == "final_states" else 1)
-    return IPDTrajectory(**merged)
+def with_replay(
+    traj: IPDTrajectory, replay: IPDTrajectory, theta1: torch.Tensor, theta2: torch.Tensor
+) -> tuple[IPDTrajectory, torch.Tensor]:
+    """Fresh episodes of ``(theta1, theta2)`` joined by replayed ones of earlier policies, with the
+    joint log-probs of all of them under ``(theta1, theta2)`` (the replayed ones recomputed;
+    their behaviour log-probs stay the stored ones, for the importance ratios)."""
+    log_probs = torch.cat([traj.joint_log_probs, replay.joint_log_probs_under(theta1, theta2)], dim=1)
+    return IPDTrajectory.concat([traj, replay]), log_probs
 
 
 def tabular_game_critic(traj: IPDTrajectory, who: int) -> torch.Tensor:
@@ -220,21 +221,7 @@ def tabular_game_critic(traj: IPDTrajectory, who: int) -> torch.Tensor:
     (0 where unvisited). Fit it on episodes independent of the ones it will baseline.
     """
     returns = discounted_returns(stop_gradient(traj.rewards(who)), traj.discounts)  # [T, B, *G]
-    T, B = returns.shape[:2]
-    batch_shape = returns.shape[2:]
-    g = returns[0, 0].numel()
-    S = len(STATE_SWAP)
-    time = torch.arange(T, device=returns.device).reshape(T, 1, 1)
-    states = traj.states.reshape(T, B, g)
-    index = (torch.arange(g, device=returns.device) * ((T + 1) * S) + time * S + states).reshape(-1)
-    size = g * (T + 1) * S
-    flat = returns.reshape(-1)
-    total = torch.zeros(size, dtype=flat.dtype, device=flat.device).index_add_(0, index, flat)
-    count = torch.zeros(size, dtype=flat.dtype, device=flat.device).index_add_(
-        0, index, torch.ones_like(flat)
-    )
-    table = (total / count.clamp(min=1)).reshape(g, T + 1, S)
-    return table.reshape(*batch_shape, T + 1, S)
+    return monte_carlo_values(returns, traj.states, len(STATE_SWAP))
 
 
 class GameSampler:
@@ -286,13 +273,7 @@ class GameSampler:
         traj = self.rollout(theta1, theta2, stage.n)
         log_probs = traj.joint_log_probs
         if stage.replay:
-            replay = self.replays[role]
-            swap = list(STATE_SWAP)
-            replay_lp = memory_one_log_probs(theta1, replay.states, replay.actions1) + memory_one_log_probs(
-                theta2[..., swap], replay.states, replay.actions2
-            )
-            log_probs = torch.cat([log_probs, replay_lp], dim=1)
-            traj = _concat(traj, replay)
+            traj, log_probs = with_replay(traj, self.replays[role], theta1, theta2)
         values, bootstrap = self.critic(theta1, theta2, who, traj)
         return game_surrogate(
             stage.estimator,

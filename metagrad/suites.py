@@ -41,6 +41,7 @@ __all__ = [
     "cell_from_row",
     "make_config",
     "run_bench",
+    "run_suite",
     "score_tasks",
     "write_run_outputs",
     "write_suite_outputs",
@@ -319,6 +320,29 @@ def run_bench(
         (suite, config.preset): [stored[cell.key(config)] for cell in cells]
         for suite, config, cells in listed
     }
+
+
+def run_suite(
+    suite: str,
+    config: Any,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    plots: bool = True,
+    backend: str = "serial",
+    workers: int = 1,
+) -> list[dict[str, Any]]:
+    """One run of one suite into the result store ``out`` (resuming: stored cells are skipped),
+    then its plots and ``<stem>_summary.md`` next to it. Returns the rows in cell order."""
+    out = Path(out)
+    rows = run_bench(
+        [(suite, config)], out, backend=backend, workers=workers, device=device, progress=progress
+    )
+    rows = rows[(suite, config.preset)]
+    if plots:
+        write_suite_outputs(suite, rows, out.parent, out.stem)
+    return rows
 
 
 def write_suite_outputs(suite: str, rows: list[dict[str, Any]], folder: str | Path, stem: str) -> list[Path]:
