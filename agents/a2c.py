@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from envs.atari import AtariConfig, AtariVector
+from envs.validation import check_int_fields
 from metagrad.estimators import advantages, get_estimator, stop_gradient
 
 __all__ = [
@@ -255,10 +256,7 @@ class A2CConfig:
     entropy_coef: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "n_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int_fields(self, ("num_envs", "n_steps"), 1)
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma, gae_lambda: must lie in [0, 1]")
         if not self.lr > 0:

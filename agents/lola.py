@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from envs.ipd import IPDTrajectory, check_gamma, get_game, ipd_rollout
+from envs.validation import check_int
 from metagrad.decomposed import critic_values
 from metagrad.estimators import stop_gradient
 from metagrad.exact import ipd_values, lola_gradient
@@ -59,11 +60,6 @@ _ESTIMATORS = {
 }
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class LearnerConfig:
     """One learner: ``kind`` naive or lola, its gradient source, optimiser and sample budget."""
@@ -88,10 +84,10 @@ class LearnerConfig:
             raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
-        _check_int("lookahead_steps", self.lookahead_steps, 0)
-        _check_int("n_inner", self.n_inner, 1)
-        _check_int("n_outer", self.n_outer, 1)
-        _check_int("replay_batches", self.replay_batches, 1)
+        check_int("lookahead_steps", self.lookahead_steps, 0)
+        check_int("n_inner", self.n_inner, 1)
+        check_int("n_outer", self.n_outer, 1)
+        check_int("replay_batches", self.replay_batches, 1)
         if not 0 < self.critic_rate <= 1:
             raise ValueError(f"critic_rate: must lie in (0, 1], got {self.critic_rate}")
 
@@ -114,7 +110,7 @@ class GameConfig:
     def __post_init__(self) -> None:
         get_game(self.game)
         check_gamma(self.gamma)
-        _check_int("horizon", self.horizon, 1)
+        check_int("horizon", self.horizon, 1)
 
 
 class MemoryOneLearner:
@@ -238,7 +234,7 @@ def play(
     from envs.ipd import per_step_average
 
     game = GameConfig() if game is None else game
-    _check_int("iterations", iterations, 0)
+    check_int("iterations", iterations, 0)
     gen = torch.Generator(device=device).manual_seed(seed)
     init = torch.Generator().manual_seed(seed)
     starts = []

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from envs.tabular import TabularTask, TaskDistribution
+from envs.validation import check_int
 from metagrad.decomposed import MetaGradientSpec, episodes_per_estimate, sample_meta_gradients_wrt
 from metagrad.estimators import stop_gradient
 from metagrad.exact import post_adaptation_return
@@ -29,11 +30,6 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
 }
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ class MAMLConfig:
                 "spec.meta_parameter: the MAML learner meta-learns the initial logits; "
                 "use learn_intrinsic_reward=True to learn eta as well"
             )
-        _check_int("meta_batch", self.meta_batch, 1)
+        check_int("meta_batch", self.meta_batch, 1)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
@@ -192,7 +188,7 @@ def train_maml(
         ``{"held_out_return", "episodes", "cosine", "wall_s", "logits", "intrinsic_reward"}``;
         the curves have ``iterations + 1`` points (``cosine``: ``iterations``).
     """
-    _check_int("iterations", iterations, 0)
+    check_int("iterations", iterations, 0)
     held = distribution.held_out(eval_tasks) if isinstance(eval_tasks, int) else eval_tasks
     rng = distribution.train_rng(seed)
     gen = torch.Generator(device=device).manual_seed(seed)

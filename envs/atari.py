@@ -26,6 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.validation import check_int_fields
+
 __all__ = ["BACKENDS", "AtariConfig", "AtariStep", "AtariVector", "make_atari", "rom_id"]
 
 BACKENDS = ("ale", "gymnasium")
@@ -77,10 +79,9 @@ class AtariConfig:
 
     def __post_init__(self) -> None:
         rom_id(self.game)
-        for name in ("num_envs", "frame_skip", "frame_stack", "screen_size", "max_episode_frames"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int_fields(
+            self, ("num_envs", "frame_skip", "frame_stack", "screen_size", "max_episode_frames"), 1
+        )
         if self.noop_max < 0:
             raise ValueError(f"noop_max: must be >= 0, got {self.noop_max}")
         if self.backend not in BACKENDS:

@@ -36,6 +36,8 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from envs.validation import check_int
+
 __all__ = [
     "ALWAYS_COOPERATE",
     "ALWAYS_DEFECT",
@@ -159,19 +161,13 @@ def check_gamma(gamma: Any) -> float:
     return float(gamma)
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def per_step_average(value: torch.Tensor | float, gamma: float, horizon: int | None = None):
     """Discount-weighted per-step average of a value: ``V / sum_{t<H} gamma^t`` (``(1 - gamma) V``
     for the infinite horizon). Mutual cooperation in the IPD is -1, mutual defection -2."""
     gamma = check_gamma(gamma)
     if horizon is None:
         return value * (1.0 - gamma)
-    horizon = _check_positive_int("horizon", horizon)
+    horizon = check_int("horizon", horizon, numpy_ok=True)
     weight = float(horizon) if gamma == 1.0 else (1.0 - gamma**horizon) / (1.0 - gamma)
     return value / weight
 
@@ -307,8 +303,8 @@ def ipd_rollout(
     """
     check_memory_one_logits(theta1, "theta1")
     check_memory_one_logits(theta2, "theta2")
-    B = _check_positive_int("num_episodes", num_episodes)
-    H = _check_positive_int("horizon", horizon)
+    B = check_int("num_episodes", num_episodes, numpy_ok=True)
+    H = check_int("horizon", horizon, numpy_ok=True)
     gamma = check_gamma(gamma)
     spec = get_game(game)
     device = torch.device(device) if device is not None else theta1.device
@@ -402,7 +398,7 @@ class IPDEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         self.game = get_game(game)
-        self.horizon = _check_positive_int("horizon", horizon)
+        self.horizon = check_int("horizon", horizon, numpy_ok=True)
         self._opponent = _np_policy(TIT_FOR_TAT if opponent is None else opponent, "opponent")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -455,7 +451,7 @@ class IPDParallelEnv(ParallelEnv):
 
     def __init__(self, horizon: int = 100, game: str = "ipd", render_mode: str | None = None) -> None:
         self.game = get_game(game)
-        self.horizon = _check_positive_int("horizon", horizon)
+        self.horizon = check_int("horizon", horizon, numpy_ok=True)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}"

@@ -20,6 +20,8 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from envs.validation import check_int
+
 __all__ = [
     "DISTRIBUTION_KINDS",
     "TabularMDPEnv",
@@ -174,9 +176,8 @@ def random_task(
     ``R[s, a] ~ U[0, 1)`` deterministic, start in ``start_state`` (``None``: uniform start).
     The same ``seed`` always gives the same task.
     """
-    for name, value in (("num_states", num_states), ("num_actions", num_actions)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_int("num_states", num_states, numpy_ok=True)
+    check_int("num_actions", num_actions, numpy_ok=True)
     if not dirichlet_alpha > 0:
         raise ValueError(f"dirichlet_alpha: must be > 0, got {dirichlet_alpha}")
     rng = np.random.default_rng(seed)
@@ -271,8 +272,7 @@ class TaskDistribution:
 
     def sample(self, num_tasks: int, rng: np.random.Generator) -> TabularTask:
         """A batch of ``num_tasks`` tasks (``[N, ...]``) drawn with ``rng``."""
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
-            raise ValueError(f"num_tasks: expected an integer >= 1, got {num_tasks!r}")
+        check_int("num_tasks", num_tasks, numpy_ok=True)
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
         if self.kind == "random":
@@ -500,8 +500,7 @@ def rollout(
         A :class:`Trajectory` with tensors ``[T, B, *G]`` (``[T, B]`` for one policy).
     """
     check_logits(task, logits)
-    if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1:
-        raise ValueError(f"num_episodes: expected an integer >= 1, got {num_episodes!r}")
+    check_int("num_episodes", num_episodes, numpy_ok=True)
     device = torch.device(device) if device is not None else logits.device
     logits = expand_to_tasks(task, logits.to(device))
     dtype = logits.dtype
@@ -633,8 +632,7 @@ class TabularMDPVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         **task_kwargs: Any,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs: expected an integer >= 1, got {num_envs!r}")
+        check_int("num_envs", num_envs, numpy_ok=True)
         self.task = _task_from_kwargs(task, task_seed, task_kwargs)
         self.num_envs = int(num_envs)
         self.device = torch.device(device)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from envs.validation import check_int_fields
 from metagrad.decomposed import StagedSpec, StageSpec
 from metagrad.estimators import get_estimator
 from metagrad.results import Cell, cell_row, cell_seed
@@ -102,14 +103,8 @@ class AtariBenchConfig:
             rom_id(self.env)
         except ValueError as exc:
             raise ValueError(f"env: unknown env {self.env!r} ({exc})") from exc
-        for name in ("num_envs", "n_steps", "inner_steps", "reference_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("repeats", "reference_repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name}: expected an integer >= 2, got {value!r}")
+        check_int_fields(self, ("num_envs", "n_steps", "inner_steps", "reference_scale"), 1)
+        check_int_fields(self, ("repeats", "reference_repeats"), 2)
         if self.warmup_frames < 0:
             raise ValueError(f"warmup_frames: must be >= 0, got {self.warmup_frames}")
         for est in (*self.estimators, self.reference_estimator):

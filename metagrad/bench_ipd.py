@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from envs.ipd import check_gamma, get_game
+from envs.validation import check_int
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
 from metagrad.estimators import get_estimator
 from metagrad.lola import (
@@ -76,11 +77,6 @@ _CELL_FIELDS = (
     "behaviour_shift",
     "behaviour_lag",
 )
-
-
-def _positive(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -127,11 +123,11 @@ class IPDBenchConfig:
             raise ValueError(f"env: {self.env!r} plays game {envs[self.env]!r}, but game is {self.game!r}")
         check_gamma(self.gamma)
         for name in ("horizon", "num_pairs", "n", "off_policy_n"):
-            _positive(name, getattr(self, name))
-        _positive("repeats", self.repeats, 2)
-        _positive("train_iterations", self.train_iterations, 0)
-        _positive("behaviour_lag", self.behaviour_lag, 0)
-        _positive("lookahead_steps", self.lookahead_steps, 0)
+            check_int(name, getattr(self, name))
+        check_int("repeats", self.repeats, 2)
+        check_int("train_iterations", self.train_iterations, 0)
+        check_int("behaviour_lag", self.behaviour_lag, 0)
+        check_int("lookahead_steps", self.lookahead_steps, 0)
         if self.behaviour_lag > self.train_iterations:
             raise ValueError(
                 f"behaviour_lag: {self.behaviour_lag} exceeds train_iterations {self.train_iterations}"

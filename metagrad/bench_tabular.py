@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from envs.tabular import TabularTask, random_task
+from envs.validation import check_int_fields
 from metagrad.decomposed import (
     COMBINATIONS,
     CriticSpec,
@@ -104,12 +105,8 @@ class TabularBenchConfig:
             raise ValueError(
                 f"env: the tabular bench runs 'MetaGrad/TabularMDP-v0', got unknown env {self.env!r}"
             )
-        for name in ("num_tasks", "num_states", "num_actions", "horizon", "n"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 2:
-            raise ValueError(f"repeats: expected an integer >= 2, got {self.repeats!r}")
+        check_int_fields(self, ("num_tasks", "num_states", "num_actions", "horizon", "n"), 1)
+        check_int_fields(self, ("repeats",), 2)
         if any(v < 1 for v in self.sweep_n):
             raise ValueError(f"sweep_n: sample sizes must be >= 1, got {self.sweep_n}")
         if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.validation import check_int_fields
 from metagrad.plotting import curves_panel, mean_se
 from metagrad.provenance import run_metadata
 
@@ -61,10 +62,7 @@ class AtariCompareConfig:
             raise ValueError(f"agents: unknown {unknown}; known: {AGENTS}")
         if not self.seeds or not self.games:
             raise ValueError("games, seeds: give at least one")
-        for name in ("frames", "num_envs", "inner_steps", "curve_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int_fields(self, ("frames", "num_envs", "inner_steps", "curve_points"), 1)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from agents.maml import MAMLConfig, train_maml
 from envs.tabular import TaskDistribution
+from envs.validation import check_int_fields
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.plotting import curves_panel, mean_se
 from metagrad.provenance import run_metadata
@@ -94,14 +95,8 @@ class MAMLCompareConfig:
             raise ValueError(f"learners: unknown {unknown}; known: {sorted(LEARNERS)}")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
-        for name in ("iterations", "inner_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
-        for name in ("n", "replay", "eval_tasks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int_fields(self, ("iterations", "inner_steps"), 0)
+        check_int_fields(self, ("n", "replay", "eval_tasks"), 1)
         self.task_distribution()
         for name in self.learners:
             learner_config(self, name)

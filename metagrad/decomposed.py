@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from envs.tabular import TabularTask, Trajectory, expand_to_tasks, policy_log_probs, rollout, tabular_gather
+from envs.validation import check_int
 from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
 from metagrad.exact import OBJECTIVES, lirpg_meta_gradient, maml_meta_gradient, tabular_return, tabular_values
 
@@ -65,11 +66,6 @@ def detached_leaf(x: torch.Tensor) -> torch.Tensor:
     return stop_gradient(x).clone().requires_grad_(True)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class CriticSpec:
     """The critic of the advantage-based estimators (never differentiated).
@@ -91,7 +87,7 @@ class CriticSpec:
             raise ValueError(f"critic.kind: expected one of {CRITIC_KINDS}, got {self.kind!r}")
         if not self.noise >= 0:
             raise ValueError(f"critic.noise: must be >= 0, got {self.noise}")
-        _check_int("critic.learned_episodes", self.learned_episodes, 1)
+        check_int("critic.learned_episodes", self.learned_episodes, 1)
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,8 @@ class StageSpec:
     def __post_init__(self) -> None:
         if self.estimator != "exact":
             info = get_estimator(self.estimator)
-            _check_int("n", self.n, 1)
-            _check_int("replay", self.replay, 0)
+            check_int("n", self.n, 1)
+            check_int("replay", self.replay, 0)
             if self.replay and not info.off_policy:
                 raise ValueError(
                     f"replay: estimator {self.estimator!r} cannot use replayed trajectories; "
@@ -185,7 +181,7 @@ class MetaGradientSpec(StagedSpec):
 
     def __post_init__(self) -> None:
         self.check_stages()
-        _check_int("inner_steps", self.inner_steps, 0)
+        check_int("inner_steps", self.inner_steps, 0)
         if not isinstance(self.inner_lr, (int, float)) or self.inner_lr != self.inner_lr:
             raise ValueError(f"inner_lr: expected a finite number, got {self.inner_lr!r}")
         if self.objective not in OBJECTIVES:
@@ -400,7 +396,7 @@ def sample_meta_gradients_wrt(
     loop's rewards). ``spec.meta_parameter`` is ignored here. With a batch of N tasks the
     estimates are per task (``[R, N, S, A]``); a shared ``[S, A]`` start is copied to each task.
     """
-    _check_int("repeats", repeats, 1)
+    check_int("repeats", repeats, 1)
     _check_table(task, logits, "logits")
     unknown = set(wrt) - set(META_PARAMETERS)
     if unknown or not wrt:

@@ -37,6 +37,7 @@ from envs.ipd import (
     get_game,
     ipd_rollout,
 )
+from envs.validation import check_int
 from metagrad.decomposed import (
     CriticSpec,
     StagedSpec,
@@ -61,12 +62,6 @@ __all__ = [
     "tabular_game_critic",
     "with_replay",
 ]
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -101,8 +96,8 @@ class LolaSpec(StagedSpec):
 
     def __post_init__(self) -> None:
         self.check_stages()
-        _check_int("lookahead_steps", self.lookahead_steps, 0)
-        _check_int("horizon", self.horizon, 1)
+        check_int("lookahead_steps", self.lookahead_steps, 0)
+        check_int("horizon", self.horizon, 1)
         lr = self.lookahead_lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not abs(lr) < float("inf"):
             raise ValueError(f"lookahead_lr: expected a finite number, got {lr!r}")
@@ -311,7 +306,7 @@ def sample_lola_gradients(
     Returns:
         ``[R, 5]`` float64 estimates of :func:`metagrad.exact.lola_gradient` for ``spec.agent``.
     """
-    _check_int("repeats", repeats, 1)
+    check_int("repeats", repeats, 1)
     for name, x in (("theta1", theta1), ("theta2", theta2)):
         check_memory_one_logits(x, name)
         if x.ndim != 1:
