@@ -19,9 +19,7 @@ The papers' budget is 10M frames per game; on a 2-core CPU the suite's agents pl
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import numpy as np
 from envs.validation import check_int_fields
 from metagrad.plotting import curves_panel, mean_se
 from metagrad.provenance import run_metadata
+from metagrad.results import write_csv, write_jsonl
 
 __all__ = ["AGENTS", "AtariCompareConfig", "run_atari_agent", "run_atari_compare"]
 
@@ -180,15 +179,16 @@ def run_atari_compare(
         for game, agent, seed in runs:
             result = run_atari_agent(agent, game, config, seed, device=device, progress=bar)
             rows.append({**result, "config": dataclasses.asdict(config), **run_metadata(device)})
-    with (out / "atari_compare.jsonl").open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=str) + "\n")
-    with (out / "atari_compare_curves.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["game", "agent", "seed", "frames", "episodes", "mean_raw_score_last100"])
-        for row in rows:
-            for frames, episodes, score in row["curve"]:
-                writer.writerow([row["game"], row["agent"], row["seed"], frames, episodes, f"{score:.4f}"])
+    write_jsonl(out / "atari_compare.jsonl", rows)
+    write_csv(
+        out / "atari_compare_curves.csv",
+        ["game", "agent", "seed", "frames", "episodes", "mean_raw_score_last100"],
+        (
+            [row["game"], row["agent"], row["seed"], frames, episodes, f"{score:.4f}"]
+            for row in rows
+            for frames, episodes, score in row["curve"]
+        ),
+    )
     _write_table(rows, config, out / "atari_compare.md")
     for game in config.games:
         curves = {}

@@ -10,9 +10,7 @@ Outputs in ``out``: ``ipd_compare_curves.csv`` (one line per pairing, seed and i
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 from agents.lola import GameConfig, LearnerConfig, play
 from metagrad.plotting import curves_panel, mean_se
 from metagrad.provenance import run_metadata
+from metagrad.results import write_csv, write_jsonl
 
 __all__ = ["PAIRINGS", "IPDCompareConfig", "pairing_learners", "run_ipd_compare"]
 
@@ -137,17 +136,18 @@ def run_ipd_compare(
             )
             bar.update(1)
     total = time.perf_counter() - start
-    with (out / "ipd_compare.jsonl").open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=str) + "\n")
-    with (out / "ipd_compare_curves.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["pairing", "seed", "iteration", "episodes", "reward1", "reward2"])
-        for row in rows:
+    write_jsonl(out / "ipd_compare.jsonl", rows)
+    write_csv(
+        out / "ipd_compare_curves.csv",
+        ["pairing", "seed", "iteration", "episodes", "reward1", "reward2"],
+        (
+            [row["pairing"], row["seed"], it, e, f"{r1:.6f}", f"{r2:.6f}"]
+            for row in rows
             for it, (e, r1, r2) in enumerate(
                 zip(row["episodes"], row["reward1"], row["reward2"], strict=True)
-            ):
-                writer.writerow([row["pairing"], row["seed"], it, e, f"{r1:.6f}", f"{r2:.6f}"])
+            )
+        ),
+    )
     _write_table(rows, config, out / "ipd_compare.md", total)
     if plots:
         _write_plot(rows, out / "ipd_compare_rewards.png")

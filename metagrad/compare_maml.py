@@ -11,9 +11,7 @@ config, seed, versions, commit), ``maml_compare.md`` and three PNG plots.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from envs.validation import check_int_fields
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.plotting import curves_panel, mean_se
 from metagrad.provenance import run_metadata
+from metagrad.results import write_csv, write_jsonl
 
 __all__ = ["LEARNERS", "MAMLCompareConfig", "learner_config", "run_maml_compare"]
 
@@ -182,18 +181,19 @@ def run_maml_compare(
             )
             bar.update(1)
     total = time.perf_counter() - start
-    with (out / "maml_compare.jsonl").open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=str) + "\n")
-    with (out / "maml_compare_curves.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["learner", "seed", "iteration", "episodes", "held_out_return", "cosine"])
-        for row in rows:
-            cosines = [*row["cosine"], float("nan")]  # no update after the last evaluation
+    write_jsonl(out / "maml_compare.jsonl", rows)
+    write_csv(
+        out / "maml_compare_curves.csv",
+        ["learner", "seed", "iteration", "episodes", "held_out_return", "cosine"],
+        (
+            [row["learner"], row["seed"], it, e, f"{r:.6f}", f"{c:.6f}"]
+            for row in rows
+            # no update after the last evaluation: its cosine is nan
             for it, (e, r, c) in enumerate(
-                zip(row["episodes"], row["held_out_return"], cosines, strict=True)
-            ):
-                writer.writerow([row["learner"], row["seed"], it, e, f"{r:.6f}", f"{c:.6f}"])
+                zip(row["episodes"], row["held_out_return"], [*row["cosine"], float("nan")], strict=True)
+            )
+        ),
+    )
     _write_table(rows, config, out / "maml_compare.md", total)
     if plots:
         _write_plots(rows, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -36,17 +37,9 @@ def rollout_throughput(
     task = random_task() if task is None else task
     logits = torch.zeros(task.num_states, task.num_actions, dtype=dtype, device=device, requires_grad=True)
     gen = torch.Generator(device=device).manual_seed(seed)
-    for _ in range(3):
-        rollout(task, logits, num_episodes, generator=gen)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        traj = rollout(task, logits, num_episodes, generator=gen)
-    traj.log_probs.sum().item()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / repeats
+    seconds = _seconds_per_call(
+        lambda: rollout(task, logits, num_episodes, generator=gen), repeats, warmup=3, device=device
+    )
     steps = num_episodes * task.horizon
     return {
         "steps_per_s": steps / seconds,
@@ -87,6 +80,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _seconds_per_call(fn: Callable[[], object], calls: int, *, warmup: int, device: str) -> float:
+    """Mean wall seconds of ``fn()`` over ``calls`` calls after ``warmup`` untimed ones (CUDA
+    work is synchronised before the clock starts and before it stops)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / calls
+
+
 def ipd_rollout_throughput(
     num_episodes: int = 4096, horizon: int = 100, *, repeats: int = 10, device: str = "cpu", seed: int = 0
 ) -> dict[str, float]:
@@ -96,14 +102,12 @@ def ipd_rollout_throughput(
     theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
     theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
     with torch.no_grad():
-        for _ in range(3):
-            ipd_rollout(theta1, theta2, num_episodes, horizon, generator=gen)
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            ipd_rollout(theta1, theta2, num_episodes, horizon, generator=gen)
-        _sync(device)
-    seconds = (time.perf_counter() - start) / repeats
+        seconds = _seconds_per_call(
+            lambda: ipd_rollout(theta1, theta2, num_episodes, horizon, generator=gen),
+            repeats,
+            warmup=3,
+            device=device,
+        )
     return {
         "steps_per_s": num_episodes * horizon / seconds,
         "seconds_per_rollout": seconds,
@@ -141,14 +145,7 @@ def lola_dice_update_rate(
         for learner in learners:
             learner.step(grads[learner.agent])
 
-    for _ in range(5):
-        update()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(updates):
-        update()
-    _sync(device)
-    seconds = (time.perf_counter() - start) / updates
+    seconds = _seconds_per_call(update, updates, warmup=5, device=device)
     return {
         "updates_per_s": 1.0 / seconds,
         "seconds_per_update": seconds,
@@ -181,14 +178,7 @@ def maml_meta_iteration_time(
     def iteration() -> None:
         learner.step(learner.meta_gradient(dist.sample(meta_batch, rng), gen))
 
-    for _ in range(3):
-        iteration()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        iteration()
-    _sync(device)
-    seconds = (time.perf_counter() - start) / iterations
+    seconds = _seconds_per_call(iteration, iterations, warmup=3, device=device)
     return {"seconds_per_iteration": seconds, "meta_batch": meta_batch, "n": n, "inner_steps": inner_steps}
 
 
@@ -202,12 +192,9 @@ def atari_env_throughput(
     rng = np.random.default_rng(seed)
     try:
         env.reset(seed=seed)
-        for _ in range(10):
-            env.step(rng.integers(0, env.num_actions, num_envs))
-        start = time.perf_counter()
-        for _ in range(steps):
-            env.step(rng.integers(0, env.num_actions, num_envs))
-        seconds = time.perf_counter() - start
+        seconds = steps * _seconds_per_call(
+            lambda: env.step(rng.integers(0, env.num_actions, num_envs)), steps, warmup=10, device="cpu"
+        )
     finally:
         env.close()
     frames = steps * num_envs * env.config.frame_skip

@@ -36,12 +36,7 @@ def series_panel(
     Error bars: the bootstrap CI for ``bias_debiased``, else the row's ``{ykey}_se`` when present.
     On log-log axes the legend gives each series' fitted slope.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _axes((5.5, 4))
     for label, rows in series.items():
         x = [r[xkey] for r in rows]
         y = [r[ykey] for r in rows]
@@ -55,10 +50,27 @@ def series_panel(
     if loglog:
         ax.set_xscale("log")
         ax.set_yscale("log")
+    return _save(fig, ax, path, xlabel, ylabel, title, legend_size=7)
+
+
+def _axes(figsize: tuple[float, float]):
+    """A new figure and axes on the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
+def _save(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str, *, legend_size: int) -> Path:
+    """Label, legend, grid, save as PNG (dpi 110) and close."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -85,25 +97,11 @@ def curves_panel(
 ) -> Path:
     """One PNG of learning curves: per label, ``(x, runs)`` with ``runs [seeds][len(x)]``; the
     line is the mean over runs and the band one standard error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _axes((6.5, 4.2))
     for label, (x, runs) in curves.items():
         y = np.asarray(runs, dtype=float)
         mean = y.mean(0)
         se = y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros_like(mean)
         ax.plot(x, mean, label=label)
         ax.fill_between(x, mean - se, mean + se, alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, xlabel, ylabel, title, legend_size=8)

@@ -9,13 +9,17 @@ the same numbers.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from metagrad.provenance import config_hash, run_metadata
 
-__all__ = ["Cell", "cell_row", "cell_seed", "dataclass_from_dict"]
+__all__ = ["Cell", "cell_row", "cell_seed", "dataclass_from_dict", "write_csv", "write_jsonl"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +122,22 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], nested: dict[str, type]
         else:
             kwargs[key] = convert(value)
     return cls(**kwargs)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """``rows`` as a JSON-lines file (replacing it); non-JSON values are written as strings."""
+    path = Path(path)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=str) + "\n")
+    return path
+
+
+def write_csv(path: str | Path, header: list[str], records: Iterable[list[Any]]) -> Path:
+    """A CSV file with ``header`` and one line per record (replacing it)."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(records)
+    return path
