@@ -325,37 +325,30 @@ def iteration_gradients(
     n_outer = max(lrn.config.n_outer for lrn in sampled)
     outer = rollout(torch.stack(cols1), torch.stack(cols2), n_outer)  # [T, B, len(sampled)]
     used += n_outer * len(sampled)
-    # column j scores its own learner's rewards
-    own_rewards = torch.stack([outer.rewards(lrn.agent)[..., j] for j, lrn in enumerate(sampled)], dim=-1)
-    scored = dataclasses.replace(outer, rewards1=own_rewards)
+    columns = []
     for j, lrn in enumerate(sampled):
-        values, boot = lrn.critic(outer, lrn.agent)
-        if values is not None:
-            values, boot = values[..., j : j + 1], boot[..., j : j + 1]
-        column = dataclasses.replace(
-            scored, **{f.name: getattr(scored, f.name)[..., j : j + 1] for f in dataclasses.fields(scored)}
-        )
+        column = _column(outer, j)  # the episodes of this learner's looked-ahead pair, [T, B, 1]
+        values, boot = lrn.critic(column, lrn.agent)
         obj = game_surrogate(
-            _ESTIMATORS[lrn.config.gradient][1],
-            column,
-            1,
-            values=values,
-            bootstrap_value=boot,
+            _ESTIMATORS[lrn.config.gradient][1], column, lrn.agent, values=values, bootstrap_value=boot
         ).sum()
         (g,) = torch.autograd.grad(obj, lrn.theta, retain_graph=j + 1 < len(sampled))
         grads[lrn.agent] = g
+        columns.append(column)
     # critics fitted after use, on this iteration's episodes (independent of the next estimates)
     inner_fits = {who: tabular_game_critic(inner, who) for who in (1, 2)} if inner is not None else {}
-    for j, lrn in enumerate(sampled):
-        column = dataclasses.replace(
-            outer, **{f.name: getattr(outer, f.name)[..., j] for f in dataclasses.fields(outer)}
-        )
-        lrn.update_critic(tabular_game_critic(column, lrn.agent), lrn.agent)
+    for lrn, column in zip(sampled, columns, strict=True):
+        lrn.update_critic(tabular_game_critic(column, lrn.agent)[0], lrn.agent)
         if inner is not None:
             lrn.update_critic(inner_fits[3 - lrn.agent], 3 - lrn.agent)
     if inner is not None:
         buffer.append(_detached(inner))
     return grads, used
+
+
+def _column(traj: IPDTrajectory, j: int) -> IPDTrajectory:
+    """Policy-pair column ``j`` of a batched trajectory, keeping a pair axis of size 1."""
+    return IPDTrajectory(**{f.name: getattr(traj, f.name)[..., j : j + 1] for f in dataclasses.fields(traj)})
 
 
 def _detached(traj: IPDTrajectory) -> IPDTrajectory:
