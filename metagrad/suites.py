@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import importlib
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,9 +26,11 @@ from typing import Any
 
 import torch
 
+from envs.validation import check_int
 from metagrad import bench_atari, bench_ipd, bench_tabular
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.lola import LolaSpec
+from metagrad.provenance import git_commit
 from metagrad.results import Cell, dataclass_from_dict
 from metagrad.store import ResultStore
 
@@ -255,47 +256,37 @@ def run_bench(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    check_int("workers", workers, 1)
     _import_plugins(plugins)
-    listed: list[tuple[str, Any, list[Cell]]] = []
+    listed: list[tuple[str, Any, list[Cell], list[str]]] = []
     for suite, config in runs:
         if suite not in SUITES:
             raise ValueError(f"suite: unknown {suite!r}; known: {sorted(SUITES)}")
-        listed.append((suite, config, SUITES[suite].make_cells(config)))
+        cells = SUITES[suite].make_cells(config)
+        listed.append((suite, config, cells, [cell.key(config) for cell in cells]))
 
     result_store = ResultStore(store)
     for message in result_store.repair():
         log(f"metagrad: {message}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loaded = result_store.load(warn=False)
+    loaded = result_store.load(warn=False)
     for problem in loaded.problems:
         log(f"metagrad: {problem}")
     stored = loaded.rows
 
     todo: list[Task] = []
     seen: set[str] = set()
-    total = 0
-    for suite, config, cells in listed:
-        for cell in cells:
-            key = cell.key(config)
-            if key in seen:
-                continue
-            seen.add(key)
-            total += 1
-            if key not in stored:
-                todo.append((suite, config, cell))
+    for suite, config, cells, keys in listed:
+        for cell, key in zip(cells, keys, strict=True):
+            if key not in seen:
+                seen.add(key)
+                if key not in stored:
+                    todo.append((suite, config, cell))
+    total = len(seen)
     done_before = total - len(todo)
     if done_before:
         log(f"metagrad: {done_before} of {total} cells already in {result_store.path}; running {len(todo)}")
-        from metagrad.provenance import git_commit
-
         now = git_commit()
-        pending = {task[2].key(task[1]) for task in todo}
-        older = sorted(
-            {stored[k].get("git_commit", "?") for k in seen if k in stored and k not in pending} - {now}
-        )
+        older = sorted({stored[k].get("git_commit", "?") for k in seen if k in stored} - {now})
         if older:
             log(
                 f"metagrad: reused cells were computed at commit(s) {', '.join(older)} (now {now}); "
@@ -316,10 +307,7 @@ def run_bench(
     elapsed = time.perf_counter() - start
     if todo:
         log(f"metagrad: scored {len(todo)} cells in {elapsed:.1f} s ({backend}, {workers} worker(s))")
-    return {
-        (suite, config.preset): [stored[cell.key(config)] for cell in cells]
-        for suite, config, cells in listed
-    }
+    return {(suite, config.preset): [stored[key] for key in keys] for suite, config, _, keys in listed}
 
 
 def run_suite(
