@@ -123,10 +123,6 @@ class Rollout:
 _TIME_FIELDS = ("obs", "actions", "behaviour_log_probs", "rewards", "terminated", "truncated")
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, *x.shape[2:])
-
-
 def evaluate(
     model: nn.Module, params: Params | None, obs: torch.Tensor, gamma: torch.Tensor | float
 ) -> tuple[torch.Tensor, torch.Tensor]:

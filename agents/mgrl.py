@@ -34,7 +34,15 @@ from agents.a2c import A2CConfig, Params, Rollout, a2c_loss, build_model, collec
 from envs.atari import AtariConfig, AtariVector
 from metagrad.estimators import get_estimator, stop_gradient
 
-__all__ = ["META_NAMES", "OUTER_MODES", "MGRLAgent", "MGRLConfig", "inner_step", "meta_gradient"]
+__all__ = [
+    "META_NAMES",
+    "OUTER_MODES",
+    "MGRLAgent",
+    "MGRLConfig",
+    "initial_meta_parameters",
+    "inner_step",
+    "meta_gradient",
+]
 
 META_NAMES = ("gamma", "lambda", "value_coef", "entropy_coef")
 OUTER_MODES = ("fresh", "replay")
@@ -74,6 +82,17 @@ class MGRLConfig:
                 raise ValueError(f"{name}: must lie in (0, 1), got {getattr(self, name)}")
         if not self.meta_lr > 0:
             raise ValueError(f"meta_lr: must be > 0, got {self.meta_lr}")
+
+
+def initial_meta_parameters(config: MGRLConfig, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Fresh meta-logits (float32 leaves): ``logit(init_gamma)``, ``logit(init_lambda)`` and, with
+    ``learn_coefs``, 0 for the coefficients (their defaults)."""
+    names = META_NAMES if config.learn_coefs else META_NAMES[:2]
+    init = {"gamma": _logit(config.init_gamma), "lambda": _logit(config.init_lambda)}
+    return {
+        n: torch.tensor(init.get(n, 0.0), dtype=torch.float32, device=device, requires_grad=True)
+        for n in names
+    }
 
 
 def meta_values(eta: dict[str, torch.Tensor], config: A2CConfig) -> dict[str, torch.Tensor | float]:
@@ -183,12 +202,7 @@ class MGRLAgent:
         self.model = build_model(self.env.num_actions, seed=seed, device=device)
         self.params: Params = {n: stop_gradient(p).clone() for n, p in self.model.named_parameters()}
         self.rms = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        names = META_NAMES if config.learn_coefs else META_NAMES[:2]
-        init = {"gamma": _logit(config.init_gamma), "lambda": _logit(config.init_lambda)}
-        self.eta = {
-            n: torch.tensor(init.get(n, 0.0), dtype=torch.float32, device=device, requires_grad=True)
-            for n in names
-        }
+        self.eta = initial_meta_parameters(config, device)
         self.meta_optimizer = torch.optim.Adam(list(self.eta.values()), lr=config.meta_lr)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.obs = self.env.reset(seed=seed)

@@ -162,7 +162,7 @@ def _estimates(
 ) -> torch.Tensor:
     """``[repeats, D]`` meta-gradient estimates (D meta-parameters) with their own env and seed."""
     from agents.a2c import A2CConfig, build_model, collect_rollout
-    from agents.mgrl import META_NAMES, MGRLConfig, meta_gradient
+    from agents.mgrl import MGRLConfig, initial_meta_parameters, meta_gradient
     from envs.atari import AtariConfig, AtariVector
 
     state = _agent_state(config, device)
@@ -186,15 +186,13 @@ def _estimates(
             batch = part if batch is None else batch.cat(part)
         return batch
 
-    init = {"gamma": math.log(0.99 / 0.01), "lambda": math.log(0.95 / 0.05)}
-    names = META_NAMES if spec.learn_coefs else META_NAMES[:2]
     out = []
     try:
         for _ in range(repeats):
-            eta = {n: torch.tensor(init.get(n, 0.0), device=device, requires_grad=True) for n in names}
+            eta = initial_meta_parameters(mgrl, device)
             rms = {n: torch.zeros_like(p) for n, p in state["params"].items()}
             grads, _, _, _ = meta_gradient(model, state["params"], eta, next_batch, rms, mgrl)
-            out.append(torch.stack([grads[n] for n in names]).double().cpu())
+            out.append(torch.stack(list(grads.values())).double().cpu())
     finally:
         env.close()
     return torch.stack(out)
