@@ -219,7 +219,7 @@ def a2c_loss(
     name = "per_step_is" if importance_weighted else estimator
     info = get_estimator(name)
     kwargs: dict[str, Any] = {}
-    if "gae_lambda" in info.fn.__code__.co_varnames:
+    if "gae_lambda" in info.params:
         kwargs["gae_lambda"] = lam
     surrogate = info.fn(
         log_probs,

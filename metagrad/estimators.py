@@ -23,6 +23,7 @@ Estimators live in :data:`ESTIMATORS`; :func:`get_estimator` looks one up by nam
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -379,6 +380,17 @@ class EstimatorInfo:
     uses_critic: bool
     off_policy: bool
     unbiased_orders: str
+    params: tuple[str, ...] = ()  # its keyword parameters beyond the shared signature
+
+
+_SHARED_PARAMETERS = (
+    "log_probs",
+    "rewards",
+    "discounts",
+    "behaviour_log_probs",
+    "values",
+    "bootstrap_value",
+)
 
 
 ESTIMATORS: dict[str, EstimatorInfo] = {}
@@ -402,7 +414,8 @@ def register_estimator(
         raise ValueError(f"name: estimator {name!r} is already registered (pass overwrite=True)")
     if not callable(fn):
         raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
-    info = EstimatorInfo(name, fn, reference, summary, uses_critic, off_policy, unbiased_orders)
+    params = tuple(p for p in inspect.signature(fn).parameters if p not in _SHARED_PARAMETERS)
+    info = EstimatorInfo(name, fn, reference, summary, uses_critic, off_policy, unbiased_orders, params)
     ESTIMATORS[name] = info
     return info
 
