@@ -76,9 +76,13 @@ class ResultStore:
         """
         if not self.path.exists():
             return []
+        with open(self.path, "rb") as fh:  # the common case: only the last byte is read
+            if fh.seek(0, os.SEEK_END) == 0:
+                return []
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return []
         data = self.path.read_bytes()
-        if not data or data.endswith(b"\n"):
-            return []
         head, _, tail = data.rpartition(b"\n")
         try:
             json.loads(tail.decode("utf-8"))
