@@ -36,6 +36,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from envs.tabular import TimeMajorBatch
 from envs.validation import check_int
 
 __all__ = [
@@ -191,7 +192,7 @@ def memory_one_log_probs(theta: torch.Tensor, states: torch.Tensor, actions: tor
 
 
 @dataclass(frozen=True, eq=False)
-class IPDTrajectory:
+class IPDTrajectory(TimeMajorBatch):
     """A time-major batch of episodes of a two-player memory-one game from :func:`ipd_rollout`.
 
     Shapes ``[T, B, *G]`` (``T`` horizon, ``B`` episodes per policy pair, ``G`` batch of pairs).
@@ -222,14 +223,6 @@ class IPDTrajectory:
     terminated: torch.Tensor
     truncated: torch.Tensor
     final_states: torch.Tensor
-
-    @property
-    def horizon(self) -> int:
-        return int(self.states.shape[0])
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.states.shape[1])
 
     @property
     def joint_log_probs(self) -> torch.Tensor:

@@ -28,6 +28,7 @@ __all__ = [
     "TabularMDPVectorEnv",
     "TabularTask",
     "TaskDistribution",
+    "TimeMajorBatch",
     "Trajectory",
     "alias_table",
     "check_logits",
@@ -313,8 +314,22 @@ def _dirichlet(rng: np.random.Generator, alpha: float, batch: tuple[int, ...], k
     return p / p.sum(-1, keepdims=True)
 
 
+class TimeMajorBatch:
+    """Sizes of a time-major batch of episodes whose ``states`` are ``[T, B, ...]``."""
+
+    states: torch.Tensor
+
+    @property
+    def horizon(self) -> int:
+        return int(self.states.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.states.shape[1])
+
+
 @dataclass(frozen=True, eq=False)
-class Trajectory:
+class Trajectory(TimeMajorBatch):
     """A time-major batch of episodes produced by :func:`rollout`.
 
     Shapes: ``[T, B, *G]`` with ``T`` the horizon, ``B`` episodes per policy and ``G`` the batch
@@ -342,14 +357,6 @@ class Trajectory:
     terminated: torch.Tensor
     truncated: torch.Tensor
     final_states: torch.Tensor
-
-    @property
-    def horizon(self) -> int:
-        return int(self.states.shape[0])
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.states.shape[1])
 
 
 def sample_categorical(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
