@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from envs.atari import AtariConfig, AtariVector
-from envs.validation import check_int_fields
+from metagrad.envs.atari import AtariConfig, AtariVector
 from metagrad.estimators import advantages, get_estimator, stop_gradient
+from metagrad.validation import check_int_fields, check_real, check_real_fields
 
 __all__ = [
     "A2CAgent",
@@ -253,10 +253,9 @@ class A2CConfig:
 
     def __post_init__(self) -> None:
         check_int_fields(self, ("num_envs", "n_steps"), 1)
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("gamma, gae_lambda: must lie in [0, 1]")
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        check_real_fields(self, ("gamma", "gae_lambda"), minimum=0.0, maximum=1.0)
+        check_real("lr", self.lr, minimum=0.0, open_min=True)
+        check_real_fields(self, ("value_coef", "entropy_coef"), minimum=0.0)
 
 
 def build_model(num_actions: int, *, seed: int, device: str = "cpu") -> ActorCritic:

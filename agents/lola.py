@@ -7,15 +7,23 @@ Gradient sources (``LearnerConfig.gradient``):
 
 * ``"exact"``: closed-form :func:`metagrad.exact.naive_gradient` / :func:`metagrad.exact.lola_gradient`
   on the same finite horizon the sampled learners play;
-* ``"dice"``: LOLA-DiCE (Foerster et al., ICML 2018): the opponent's lookahead from one batch of
-  ``n_inner`` episodes whose magic box holds both agents' log-probs, the outer gradient from
-  ``n_outer`` fresh episodes at the looked-ahead pair, both with the DiCE baseline
-  (``dice_baseline``) and a tabular Monte Carlo critic fitted on earlier iterations;
-* ``"off_policy_dice"``: as ``"dice"``, but the lookahead also reuses the inner episodes of the last
-  ``replay_batches`` iterations, reweighted by importance ratios (``off_policy_dice``; Liu et
-  al., NeurIPS 2022, the fix for compositional bias).
+* a named LOLA estimator of :data:`metagrad.lola.LOLA_VARIANTS` (the table the IPD benchmark
+  scores), computed by :func:`metagrad.lola.lookahead`, the same lookahead loop the benchmark
+  scores:
 
-A naive learner ignores the opponent's learning (``lookahead_steps`` is not used).
+  * ``"lola_dice"``: LOLA-DiCE (Foerster et al., ICML 2018): the opponent's lookahead from one
+    batch of ``n_inner`` episodes whose magic box holds both agents' log-probs, the outer
+    gradient from ``n_outer`` fresh episodes at the looked-ahead pair, both with the DiCE
+    baseline (``dice_baseline``) and a tabular Monte Carlo critic fitted on earlier iterations;
+  * ``"off_policy_lola_dice"``: the lookahead uses ``off_policy_dice`` on the inner episodes
+    plus those of the last ``replay_batches`` iterations, reweighted by importance ratios (Liu
+    et al., NeurIPS 2022). Its critic baseline is ``off_policy_dice``'s cumulative one,
+    ``(rho_{0:t-1} - rho_{0:t}) b(s_t)``, not ``dice_baseline``'s, so its gain over
+    ``lola_dice`` mixes the two (the IPD bench's off-policy experiment separates them);
+  * ``"lola_lvc"``: the LVC lookahead (same-step cross terms only; biased, low variance).
+
+A naive learner ignores the opponent's learning (``lookahead_steps`` is not used); a naive
+learner with a sampled source uses the variant's outer estimator.
 """
 
 from __future__ import annotations
@@ -28,18 +36,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from envs.ipd import IPDTrajectory, check_gamma, get_game, ipd_rollout
-from envs.validation import check_int
+from metagrad.agents.optim import check_optimizer, make_optimizer
 from metagrad.decomposed import critic_values
+from metagrad.envs.ipd import IPDTrajectory, check_gamma, get_game, ipd_rollout, per_step_average
 from metagrad.estimators import stop_gradient
 from metagrad.exact import ipd_values, lola_gradient
-from metagrad.lola import game_surrogate, tabular_game_critic, with_replay
+from metagrad.lola import (
+    LOLA_VARIANTS,
+    game_surrogate,
+    get_lola_variant,
+    lookahead,
+    seat_order,
+    tabular_game_critic,
+    with_replay,
+)
+from metagrad.validation import check_int, check_real
 
 __all__ = [
     "GRADIENTS",
     "KINDS",
-    "OPTIMIZERS",
     "GameConfig",
     "LearnerConfig",
     "MemoryOneLearner",
@@ -48,16 +65,7 @@ __all__ = [
 ]
 
 KINDS = ("naive", "lola")
-GRADIENTS = ("exact", "dice", "off_policy_dice")
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-}
-# lookahead and outer estimators of the sampled gradient sources
-_ESTIMATORS = {
-    "dice": ("dice_baseline", "dice_baseline"),
-    "off_policy_dice": ("off_policy_dice", "dice_baseline"),
-}
+GRADIENTS = ("exact", *LOLA_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -80,22 +88,20 @@ class LearnerConfig:
             raise ValueError(f"kind: expected one of {KINDS}, got {self.kind!r}")
         if self.gradient not in GRADIENTS:
             raise ValueError(f"gradient: expected one of {GRADIENTS}, got {self.gradient!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        check_optimizer(self.optimizer)
+        check_real("lr", self.lr, minimum=0.0, open_min=True)
+        check_real("lookahead_lr", self.lookahead_lr)
         check_int("lookahead_steps", self.lookahead_steps, 0)
         check_int("n_inner", self.n_inner, 1)
         check_int("n_outer", self.n_outer, 1)
         check_int("replay_batches", self.replay_batches, 1)
-        if not 0 < self.critic_rate <= 1:
-            raise ValueError(f"critic_rate: must lie in (0, 1], got {self.critic_rate}")
+        check_real("critic_rate", self.critic_rate, minimum=0.0, maximum=1.0, open_min=True)
 
     @property
     def label(self) -> str:
         if self.kind == "naive":
             return "NL" if self.gradient == "exact" else f"NL-{self.gradient}"
-        return {"exact": "LOLA", "dice": "LOLA-DiCE", "off_policy_dice": "OffPolicy-LOLA-DiCE"}[self.gradient]
+        return "LOLA" if self.gradient == "exact" else get_lola_variant(self.gradient).label
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class MemoryOneLearner:
             raise ValueError(f"agent: expected 1 or 2, got {agent!r}")
         self.config, self.agent = config, agent
         self.theta = stop_gradient(theta).to(torch.float64).clone().requires_grad_(True)
-        self.optimizer = OPTIMIZERS[config.optimizer]([self.theta], lr=config.lr)
+        self.optimizer = make_optimizer(config.optimizer, [self.theta], config.lr)
         self.critics: dict[int, torch.Tensor] = {}  # who -> [H + 1, 5] running Monte Carlo fit
 
     @property
@@ -156,10 +162,6 @@ class MemoryOneLearner:
         return values.reshape(traj.states.shape), boot.reshape(traj.final_states.shape)
 
 
-def _pair(agent: int, own: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return (own, other) if agent == 1 else (other, own)
-
-
 def _lookahead(
     learner: MemoryOneLearner,
     own: torch.Tensor,
@@ -175,22 +177,31 @@ def _lookahead(
     opponent = 3 - agent
     if cfg.kind == "naive" or cfg.lookahead_steps == 0:
         return stop_gradient(other), 0
-    look_est = _ESTIMATORS[cfg.gradient][0]
+    variant = get_lola_variant(cfg.gradient)
     used = 0
-    for step in range(cfg.lookahead_steps):
-        t1, t2 = _pair(agent, own, other)
+
+    def value_objective(step: int, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        nonlocal used
+        traj = inner
         if step > 0:
-            inner = rollout(t1, t2, cfg.n_inner)
+            traj = rollout(t1, t2, cfg.n_inner)
             used += cfg.n_inner
-        traj, log_probs = inner, inner.joint_log_probs
-        if cfg.gradient == "off_policy_dice" and replay:
-            traj, log_probs = with_replay(inner, IPDTrajectory.concat(replay), t1, t2)
+        log_probs = traj.joint_log_probs
+        if variant.replays and replay:
+            traj, log_probs = with_replay(traj, IPDTrajectory.concat(replay), t1, t2)
         values, boot = learner.critic(traj, opponent)
-        obj = game_surrogate(
-            look_est, traj, opponent, log_probs=log_probs, values=values, bootstrap_value=boot
+        return game_surrogate(
+            variant.lookahead, traj, opponent, log_probs=log_probs, values=values, bootstrap_value=boot
         )
-        (g,) = torch.autograd.grad(obj, other, create_graph=True)
-        other = other + cfg.lookahead_lr * g
+
+    other = lookahead(
+        own,
+        other,
+        agent=agent,
+        steps=cfg.lookahead_steps,
+        lr=cfg.lookahead_lr,
+        value_objective=value_objective,
+    )
     return other, used
 
 
@@ -231,8 +242,6 @@ def play(
         ``"theta2"`` the final logits; ``"episodes"`` the
         episodes sampled so far at each point; ``"wall_s"``.
     """
-    from envs.ipd import per_step_average
-
     game = GameConfig() if game is None else game
     check_int("iterations", iterations, 0)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -261,8 +270,6 @@ def play(
 
     iterator = range(iterations)
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(iterator, desc=f"{config1.label} vs {config2.label}", unit="it", leave=False)
     for it in iterator:
         record()
@@ -312,14 +319,14 @@ def iteration_gradients(
     # looked-ahead pairs, one column per sampled learner: (theta1, theta2) it is evaluated at
     cols1, cols2 = [], []
     for lrn in sampled:
-        own, other = (t1, t2) if lrn.agent == 1 else (t2, t1)
+        own, other = seat_order(lrn.agent, t1, t2)
         looked, extra = (
             _lookahead(lrn, own, other, inner, replay, rollout)
             if inner is not None
             else (stop_gradient(other), 0)
         )
         used += extra
-        a, b = _pair(lrn.agent, own, looked)
+        a, b = seat_order(lrn.agent, own, looked)
         cols1.append(a)
         cols2.append(b)
     n_outer = max(lrn.config.n_outer for lrn in sampled)
@@ -330,7 +337,11 @@ def iteration_gradients(
         column = _column(outer, j)  # the episodes of this learner's looked-ahead pair, [T, B, 1]
         values, boot = lrn.critic(column, lrn.agent)
         obj = game_surrogate(
-            _ESTIMATORS[lrn.config.gradient][1], column, lrn.agent, values=values, bootstrap_value=boot
+            get_lola_variant(lrn.config.gradient).outer,
+            column,
+            lrn.agent,
+            values=values,
+            bootstrap_value=boot,
         ).sum()
         (g,) = torch.autograd.grad(obj, lrn.theta, retain_graph=j + 1 < len(sampled))
         grads[lrn.agent] = g

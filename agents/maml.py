@@ -12,24 +12,20 @@ reference learner (``exact=True``), from the float64 closed form.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from envs.tabular import TabularTask, TaskDistribution
-from envs.validation import check_int
+from metagrad.agents.optim import check_optimizer, make_optimizer
 from metagrad.decomposed import MetaGradientSpec, episodes_per_estimate, sample_meta_gradients_wrt
+from metagrad.envs.tabular import TabularTask, TaskDistribution
 from metagrad.estimators import stop_gradient
 from metagrad.exact import post_adaptation_return
+from metagrad.validation import check_int, check_real
 
-__all__ = ["OPTIMIZERS", "MAMLConfig", "MAMLLearner", "train_maml"]
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-}
+__all__ = ["MAMLConfig", "MAMLLearner", "train_maml"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +60,8 @@ class MAMLConfig:
                 "use learn_intrinsic_reward=True to learn eta as well"
             )
         check_int("meta_batch", self.meta_batch, 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr: must be a number > 0, got {self.lr!r}")
+        check_optimizer(self.optimizer)
+        check_real("lr", self.lr, minimum=0.0, open_min=True)
 
     @property
     def wrt(self) -> tuple[str, ...]:
@@ -97,7 +91,7 @@ class MAMLLearner:
         self.params = {"logits": stop_gradient(start).to(device, torch.float64).clone().requires_grad_(True)}
         if config.learn_intrinsic_reward:
             self.params["intrinsic_reward"] = torch.zeros_like(self.params["logits"]).requires_grad_(True)
-        self.optimizer = OPTIMIZERS[config.optimizer](list(self.params.values()), lr=config.lr)
+        self.optimizer = make_optimizer(config.optimizer, self.params.values(), config.lr)
 
     @property
     def eta(self) -> torch.Tensor | None:
@@ -181,7 +175,7 @@ def train_maml(
     Args:
         config: the learner.
         distribution: where tasks come from (training draws seeded by ``seed``; the held-out set
-            is :meth:`~envs.tabular.TaskDistribution.held_out`, the same for every learner).
+            is :meth:`~metagrad.envs.tabular.TaskDistribution.held_out`, the same for every learner).
         iterations: meta-iterations (>= 0).
         eval_tasks: the number of held-out tasks, or a task batch to evaluate on.
     Returns:
@@ -198,8 +192,6 @@ def train_maml(
     start = time.perf_counter()
     iterator = range(iterations)
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(iterator, desc=config.label, unit="it", leave=False)
     for it in iterator:
         history["held_out_return"].append(learner.evaluate(held))

@@ -4,7 +4,7 @@ Meta-parameters ``eta``: sigmoid logits of the discount ``gamma`` (init 0.99) an
 ``lambda`` (init 0.95), optionally also of the value and entropy coefficients. One meta-iteration:
 
 1. K differentiable inner updates ``theta_{k+1} = theta_k - alpha P_k grad_theta L_in(theta_k, eta)``
-   (``create_graph=True``) on successive rollouts; ``L_in`` is :func:`agents.a2c.a2c_loss` whose
+   (``create_graph=True``) on successive rollouts; ``L_in`` is :func:`metagrad.agents.a2c.a2c_loss` whose
    returns use ``gamma(eta)``, ``lambda(eta)``; its policy term is the chosen estimator's surrogate
    (``pg``: ``A log pi`` as in common MGRL code; ``lvc``: the low-bias Hessian of Liu et al. 2022;
    ``dice``). ``P_k`` is RMSprop's preconditioner, treated as a constant (its statistics are
@@ -30,9 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.a2c import A2CConfig, Params, Rollout, a2c_loss, build_model, collect_rollout
-from envs.atari import AtariConfig, AtariVector
+from metagrad.agents.a2c import A2CConfig, Params, Rollout, a2c_loss, build_model, collect_rollout
+from metagrad.envs.atari import AtariConfig, AtariVector
 from metagrad.estimators import get_estimator, stop_gradient
+from metagrad.validation import check_real, check_real_fields
 
 __all__ = [
     "META_NAMES",
@@ -54,7 +55,7 @@ def _logit(p: float) -> float:
 
 @dataclass(frozen=True)
 class MGRLConfig:
-    """MGRL on top of an :class:`~agents.a2c.A2CConfig` (inner learner settings)."""
+    """MGRL on top of an :class:`~metagrad.agents.a2c.A2CConfig` (inner learner settings)."""
 
     a2c: A2CConfig = field(default_factory=A2CConfig)
     inner_steps: int = 2
@@ -77,11 +78,10 @@ class MGRLConfig:
         get_estimator(self.estimator)
         if self.outer not in OUTER_MODES:
             raise ValueError(f"outer: expected one of {OUTER_MODES}, got {self.outer!r}")
-        for name in ("init_gamma", "init_lambda"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name}: must lie in (0, 1), got {getattr(self, name)}")
-        if not self.meta_lr > 0:
-            raise ValueError(f"meta_lr: must be > 0, got {self.meta_lr}")
+        check_real_fields(
+            self, ("init_gamma", "init_lambda"), minimum=0.0, maximum=1.0, open_min=True, open_max=True
+        )
+        check_real("meta_lr", self.meta_lr, minimum=0.0, open_min=True)
 
 
 def initial_meta_parameters(config: MGRLConfig, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -119,7 +119,7 @@ def inner_step(
     estimator: str,
 ) -> tuple[Params, dict[str, torch.Tensor]]:
     """One differentiable inner update: RMSprop-preconditioned, norm-clipped gradient descent on
-    :func:`agents.a2c.a2c_loss`; the graph to ``params`` and the meta-parameters is kept."""
+    :func:`metagrad.agents.a2c.a2c_loss`; the graph to ``params`` and the meta-parameters is kept."""
     loss = a2c_loss(
         model,
         params,

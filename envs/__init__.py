@@ -1,14 +1,16 @@
-"""Environments of the metagrad suite: tabular MDPs and iterated matrix games (IPD, IMP).
+"""Environments of the metagrad suite (``metagrad.envs``): tabular MDPs and iterated matrix
+games (IPD, IMP); Atari lives in :mod:`metagrad.envs.atari`.
 
-Importing this package registers the Gymnasium ids below (``gymnasium.make`` also accepts
-``"envs:MetaGrad/TabularMDP-v0"``, which imports it on demand).
+``import metagrad`` (or this package) registers the Gymnasium ids below. In a fresh interpreter,
+``gymnasium.make("metagrad:MetaGrad/TabularMDP-v0")`` imports ``metagrad`` on demand (Gymnasium's
+``module:EnvId`` form).
 """
 
 from __future__ import annotations
 
 import gymnasium
 
-from envs.ipd import (
+from metagrad.envs.ipd import (
     ALWAYS_COOPERATE,
     ALWAYS_DEFECT,
     GAMES,
@@ -23,7 +25,7 @@ from envs.ipd import (
     memory_one_logits,
     per_step_average,
 )
-from envs.tabular import (
+from metagrad.envs.tabular import (
     TabularMDPEnv,
     TabularMDPVectorEnv,
     TabularTask,
@@ -74,12 +76,12 @@ def _register() -> None:
     if "MetaGrad/TabularMDP-v0" not in gymnasium.registry:
         gymnasium.register(
             id="MetaGrad/TabularMDP-v0",
-            entry_point="envs.tabular:TabularMDPEnv",
-            vector_entry_point="envs.tabular:TabularMDPVectorEnv",
+            entry_point="metagrad.envs.tabular:TabularMDPEnv",
+            vector_entry_point="metagrad.envs.tabular:TabularMDPVectorEnv",
         )
     for env_id, game in (("MetaGrad/IPD-v0", "ipd"), ("MetaGrad/IMP-v0", "imp")):
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point="envs.ipd:IPDEnv", kwargs={"game": game})
+            gymnasium.register(id=env_id, entry_point="metagrad.envs.ipd:IPDEnv", kwargs={"game": game})
 
 
 _register()

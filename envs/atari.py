@@ -23,10 +23,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import ale_py
+import ale_py.roms
 import gymnasium as gym
 import numpy as np
+from ale_py.vector_env import AtariVectorEnv
+from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+from stable_baselines3.common.atari_wrappers import FireResetEnv
 
-from envs.validation import check_int_fields
+from metagrad.validation import check_int, check_int_fields
 
 __all__ = ["BACKENDS", "AtariConfig", "AtariStep", "AtariVector", "make_atari", "rom_id"]
 
@@ -36,8 +41,6 @@ BACKENDS = ("ale", "gymnasium")
 def rom_id(game: str) -> str:
     """ALE rom id (``"space_invaders"``) from a game name in any common spelling
     (``"SpaceInvaders"``, ``"ALE/SpaceInvaders-v5"``, ``"SpaceInvadersNoFrameskip-v4"``)."""
-    import ale_py.roms
-
     name = game.split("/")[-1]
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
@@ -82,8 +85,7 @@ class AtariConfig:
         check_int_fields(
             self, ("num_envs", "frame_skip", "frame_stack", "screen_size", "max_episode_frames"), 1
         )
-        if self.noop_max < 0:
-            raise ValueError(f"noop_max: must be >= 0, got {self.noop_max}")
+        check_int("noop_max", self.noop_max, 0)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
@@ -119,9 +121,6 @@ def _fire_action(rom: str) -> int | None:
 
 def _make_gym_single(rom: str, config: AtariConfig):
     def thunk() -> gym.Env:
-        from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
-        from stable_baselines3.common.atari_wrappers import FireResetEnv
-
         env = gym.make(
             _gym_id(rom),
             frameskip=1,
@@ -147,16 +146,12 @@ class AtariVector:
     """A vector of Atari games with DeepMind preprocessing (see the module docstring)."""
 
     def __init__(self, config: AtariConfig) -> None:
-        import ale_py
-
         gym.register_envs(ale_py)
         self.config = config
         self.rom = rom_id(config.game)
         self.num_envs = config.num_envs
         self._fire = _fire_action(self.rom)
         if config.backend == "ale":
-            from ale_py.vector_env import AtariVectorEnv
-
             self._env = AtariVectorEnv(
                 self.rom,
                 config.num_envs,

@@ -36,8 +36,8 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from envs.tabular import TimeMajorBatch
-from envs.validation import check_int
+from metagrad.envs.tabular import TimeMajorBatch
+from metagrad.validation import check_finite_tensor, check_int, check_real
 
 __all__ = [
     "ALWAYS_COOPERATE",
@@ -88,8 +88,10 @@ class MatrixGame:
     def __post_init__(self) -> None:
         for field_name in ("payoff1", "payoff2"):
             value = getattr(self, field_name)
-            if len(value) != 4 or not all(math.isfinite(float(v)) for v in value):
+            if len(value) != 4:
                 raise ValueError(f"{field_name}: expected 4 finite payoffs (CC, CD, DC, DD), got {value!r}")
+            for outcome, payoff in zip(("CC", "CD", "DC", "DD"), value, strict=True):
+                check_real(f"{field_name}[{outcome}]", payoff)
 
     def payoffs(self, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[2, 4]`` tensor: row ``i`` is agent ``i + 1``'s payoff per joint outcome."""
@@ -151,15 +153,12 @@ def check_memory_one_logits(theta: Any, name: str = "theta") -> None:
         )
     if not theta.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got {theta.dtype}")
-    if not torch.isfinite(theta.detach()).all():
-        raise ValueError(f"{name}: contains NaN or infinite entries")
+    check_finite_tensor(name, theta)
 
 
 def check_gamma(gamma: Any) -> float:
     """``gamma`` as a float in ``[0, 1)``, or ``ValueError``."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma < 1.0:
-        raise ValueError(f"gamma: expected a number in [0, 1), got {gamma!r}")
-    return float(gamma)
+    return check_real("gamma", gamma, minimum=0.0, maximum=1.0, open_max=True)
 
 
 def per_step_average(value: torch.Tensor | float, gamma: float, horizon: int | None = None):
@@ -338,9 +337,7 @@ def ipd_rollout(
     a2 = defects[:, 1].reshape(shape)
     lp1 = memory_one_log_probs(theta1, st, a1)
     lp2 = memory_one_log_probs(theta2[..., swap], st, a2)  # agent 2's logits in agent 1's state order
-    terminated = torch.zeros(shape, dtype=torch.bool, device=device)
-    truncated = torch.zeros(shape, dtype=torch.bool, device=device)
-    truncated[-1] = True
+    terminated, truncated = IPDTrajectory.horizon_flags(shape, device)
     return IPDTrajectory(
         states=st,
         actions1=a1,

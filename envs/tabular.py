@@ -20,7 +20,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from envs.validation import check_int
+from metagrad.validation import check_int, check_real
 
 __all__ = [
     "DISTRIBUTION_KINDS",
@@ -101,10 +101,7 @@ class TabularTask:
             raise ValueError(f"init: expected shape {[*batch, S]}, got {list(init.shape)}")
         if (init < 0).any() or (init.sum(-1) - 1.0).abs().max() > 1e-6:
             raise ValueError("init: must be a probability distribution (>= 0, sums to 1)")
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)):
-            raise ValueError(f"gamma: expected a float in [0, 1], got {self.gamma!r}")
-        if not (0.0 <= float(self.gamma) <= 1.0) or math.isnan(float(self.gamma)):
-            raise ValueError(f"gamma: must lie in [0, 1], got {self.gamma}")
+        check_real("gamma", self.gamma, minimum=0.0, maximum=1.0)
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer)):
             raise ValueError(f"horizon: expected an integer >= 1, got {self.horizon!r}")
         if int(self.horizon) < 1:
@@ -179,8 +176,7 @@ def random_task(
     """
     check_int("num_states", num_states, numpy_ok=True)
     check_int("num_actions", num_actions, numpy_ok=True)
-    if not dirichlet_alpha > 0:
-        raise ValueError(f"dirichlet_alpha: must be > 0, got {dirichlet_alpha}")
+    check_real("dirichlet_alpha", dirichlet_alpha, minimum=0.0, open_min=True)
     rng = np.random.default_rng(seed)
     P = _dirichlet(rng, dirichlet_alpha, (num_states, num_actions), num_states)
     R = rng.random((num_states, num_actions))
@@ -255,8 +251,7 @@ class TaskDistribution:
     def __post_init__(self) -> None:
         if self.kind not in DISTRIBUTION_KINDS:
             raise ValueError(f"kind: expected one of {DISTRIBUTION_KINDS}, got {self.kind!r}")
-        if not 0.0 <= self.reward_spread <= 1.0:
-            raise ValueError(f"reward_spread: must lie in [0, 1], got {self.reward_spread}")
+        check_real("reward_spread", self.reward_spread, minimum=0.0, maximum=1.0)
         self.base_task()  # validates sizes, gamma, horizon, alpha and start state
 
     def base_task(self) -> TabularTask:
@@ -326,6 +321,17 @@ class TimeMajorBatch:
     @property
     def num_episodes(self) -> int:
         return int(self.states.shape[1])
+
+    @staticmethod
+    def horizon_flags(
+        shape: tuple[int, ...], device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(terminated, truncated)`` of episodes cut at the horizon: never terminated,
+        truncated at the last step (bool ``shape = [T, B, ...]``)."""
+        terminated = torch.zeros(shape, dtype=torch.bool, device=device)
+        truncated = torch.zeros(shape, dtype=torch.bool, device=device)
+        truncated[-1] = True
+        return terminated, truncated
 
 
 @dataclass(frozen=True, eq=False)
@@ -540,9 +546,7 @@ def rollout(
     states = states.reshape(shape)
     actions = actions.reshape(shape)
     log_probs = policy_log_probs(logits, states, actions)
-    terminated = torch.zeros(shape, dtype=torch.bool, device=device)
-    truncated = torch.zeros(shape, dtype=torch.bool, device=device)
-    truncated[-1] = True
+    terminated, truncated = Trajectory.horizon_flags(shape, device)
     return Trajectory(
         states=states,
         actions=actions,

@@ -5,7 +5,7 @@ Flat public API; see the README for the tour.
 
 from __future__ import annotations
 
-import envs  # noqa: F401  (registers the Gymnasium ids)
+import metagrad.envs  # noqa: F401  (registers the Gymnasium ids)
 from metagrad.decomposed import (
     COMBINATIONS,
     CriticSpec,

@@ -24,22 +24,41 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 
-from envs.tabular import TabularTask, Trajectory, expand_to_tasks, policy_log_probs, rollout, tabular_gather
-from envs.validation import check_int
+from metagrad.envs.tabular import (
+    TabularTask,
+    Trajectory,
+    expand_to_tasks,
+    policy_log_probs,
+    rollout,
+    tabular_gather,
+)
 from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
-from metagrad.exact import OBJECTIVES, lirpg_meta_gradient, maml_meta_gradient, tabular_return, tabular_values
+from metagrad.exact import (
+    OBJECTIVES,
+    Objective,
+    lirpg_meta_gradient,
+    maml_meta_gradient,
+    tabular_return,
+    tabular_values,
+)
+from metagrad.validation import check_int, check_real
 
 __all__ = [
     "COMBINATIONS",
     "CRITIC_KINDS",
     "META_PARAMETERS",
+    "STAGE_ROLES",
+    "CriticKind",
     "CriticSpec",
     "MetaGradientSpec",
+    "MetaParameter",
+    "StageRole",
     "StageSpec",
+    "Staged",
     "StagedSpec",
     "critic_values",
     "detached_leaf",
@@ -48,12 +67,18 @@ __all__ = [
     "monte_carlo_values",
     "sample_meta_gradients",
     "sample_meta_gradients_wrt",
+    "stage_cost",
     "straight_through",
 ]
 
+StageRole = Literal["inner", "hessian", "outer"]
+CriticKind = Literal["noisy_exact", "zero", "learned"]
+MetaParameter = Literal["logits", "intrinsic_reward"]
+
 COMBINATIONS = ("eel", "ele", "lee", "ell", "lel", "lle", "lll")
-CRITIC_KINDS = ("noisy_exact", "zero", "learned")
-META_PARAMETERS = ("logits", "intrinsic_reward")
+STAGE_ROLES: tuple[StageRole, ...] = get_args(StageRole)
+CRITIC_KINDS: tuple[CriticKind, ...] = get_args(CriticKind)
+META_PARAMETERS: tuple[MetaParameter, ...] = get_args(MetaParameter)
 
 
 def straight_through(value: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
@@ -78,15 +103,14 @@ class CriticSpec:
       * ``"learned"``: a tabular Monte Carlo fit from ``learned_episodes`` independent episodes.
     """
 
-    kind: str = "noisy_exact"
+    kind: CriticKind = "noisy_exact"
     noise: float = 0.0
     learned_episodes: int = 64
 
     def __post_init__(self) -> None:
         if self.kind not in CRITIC_KINDS:
             raise ValueError(f"critic.kind: expected one of {CRITIC_KINDS}, got {self.kind!r}")
-        if not self.noise >= 0:
-            raise ValueError(f"critic.noise: must be >= 0, got {self.noise}")
+        check_real("critic.noise", self.noise, minimum=0.0)
         check_int("critic.learned_episodes", self.learned_episodes, 1)
 
 
@@ -120,18 +144,47 @@ class StageSpec:
         return self.estimator == "exact"
 
 
-class StagedSpec:
-    """Shared behaviour of the three-stage specs (:class:`MetaGradientSpec`, ``LolaSpec``): the
-    stage code, construction from a code, validation and a plain-dict form."""
+def stage_cost(stage: StageSpec, critic: CriticSpec) -> int:
+    """Episodes one evaluation of ``stage`` samples: its ``n`` plus, for a critic-based estimator
+    with a learned critic, the episodes the critic fits on (exact stages sample none; replayed
+    episodes are counted once per estimate by the caller)."""
+    if stage.is_exact:
+        return 0
+    learned = get_estimator(stage.estimator).uses_critic and critic.kind == "learned"
+    return stage.n + (critic.learned_episodes if learned else 0)
+
+
+@runtime_checkable
+class StagedSpec(Protocol):
+    """What every three-stage recipe offers (:class:`MetaGradientSpec`, ``LolaSpec``): one
+    :class:`StageSpec` per role, its three-letter code and a plain-dict form for result rows."""
+
+    inner: StageSpec
+    hessian: StageSpec
+    outer: StageSpec
+
+    @property
+    def combination(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Staged:
+    """Shared behaviour of the three-stage specs: the stage code, construction from a code,
+    validation and a plain-dict form (satisfies :class:`StagedSpec`)."""
 
     inner: StageSpec
     hessian: StageSpec
     outer: StageSpec
 
     def check_stages(self) -> None:
-        for name in ("inner", "hessian", "outer"):
+        for name in STAGE_ROLES:
             if not isinstance(getattr(self, name), StageSpec):
                 raise ValueError(f"{name}: expected a StageSpec, got {type(getattr(self, name)).__name__}")
+
+    def stage(self, role: StageRole) -> StageSpec:
+        """The stage of ``role``."""
+        return getattr(self, role)
 
     @property
     def combination(self) -> str:
@@ -153,7 +206,7 @@ class StagedSpec:
 
 
 @dataclass(frozen=True)
-class MetaGradientSpec(StagedSpec):
+class MetaGradientSpec(Staged):
     """How to compute one meta-gradient estimate (see the module docstring).
 
     Attributes:
@@ -172,26 +225,26 @@ class MetaGradientSpec(StagedSpec):
     outer: StageSpec = field(default_factory=StageSpec)
     inner_steps: int = 1
     inner_lr: float = 10.0
-    objective: str = "finite"
+    objective: Objective = "finite"
     critic: CriticSpec = field(default_factory=CriticSpec)
     first_order: bool = False
-    meta_parameter: str = "logits"
+    meta_parameter: MetaParameter = "logits"
     hessian_bias: float | None = None
     hessian_bias_noise: float = 0.3
 
     def __post_init__(self) -> None:
         self.check_stages()
         check_int("inner_steps", self.inner_steps, 0)
-        if not isinstance(self.inner_lr, (int, float)) or self.inner_lr != self.inner_lr:
-            raise ValueError(f"inner_lr: expected a finite number, got {self.inner_lr!r}")
+        check_real("inner_lr", self.inner_lr)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if self.meta_parameter not in META_PARAMETERS:
             raise ValueError(
                 f"meta_parameter: expected one of {META_PARAMETERS}, got {self.meta_parameter!r}"
             )
-        if self.hessian_bias is not None and not self.hessian_bias >= 0:
-            raise ValueError(f"hessian_bias: must be >= 0 or None, got {self.hessian_bias}")
+        if self.hessian_bias is not None:
+            check_real("hessian_bias", self.hessian_bias, minimum=0.0)
+        check_real("hessian_bias_noise", self.hessian_bias_noise, minimum=0.0)
 
 
 def episodes_per_estimate(spec: MetaGradientSpec) -> int:
@@ -199,15 +252,9 @@ def episodes_per_estimate(spec: MetaGradientSpec) -> int:
     (inner and Jacobian stages) or once (outer), replayed episodes once per role, and the
     episodes a learned critic fits on. The noisy-exact critic samples nothing."""
 
-    def cost(stage: StageSpec) -> int:
-        if stage.is_exact:
-            return 0
-        learned = get_estimator(stage.estimator).uses_critic and spec.critic.kind == "learned"
-        return stage.n + (spec.critic.learned_episodes if learned else 0)
-
-    total = spec.inner_steps * cost(spec.inner) + cost(spec.outer)
+    total = spec.inner_steps * stage_cost(spec.inner, spec.critic) + stage_cost(spec.outer, spec.critic)
     if not spec.first_order:
-        total += spec.inner_steps * cost(spec.hessian)
+        total += spec.inner_steps * stage_cost(spec.hessian, spec.critic)
     return total + sum(stage.replay for stage in (spec.inner, spec.hessian, spec.outer))
 
 
@@ -244,7 +291,7 @@ def monte_carlo_values(
 
 
 def critic_values(
-    table: torch.Tensor, states: torch.Tensor, final_states: torch.Tensor, objective: str
+    table: torch.Tensor, states: torch.Tensor, final_states: torch.Tensor, objective: Objective
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Critic values along trajectories from per-policy value tables.
 
@@ -289,13 +336,13 @@ class _Sampler:
         self.task, self.spec, self.repeats, self.generator, self.eta = task, spec, repeats, generator, eta
         self.replays: dict[str, Trajectory] = {}
 
-    def reward_table(self, role: str) -> torch.Tensor | None:
+    def reward_table(self, role: StageRole) -> torch.Tensor | None:
         """``R + eta`` for the inner loop of LIRPG, else ``None`` (the task's own ``R``)."""
         if self.eta is None or role == "outer":
             return None
         return self.task.R.to(self.eta) + self.eta
 
-    def critic_table(self, theta: torch.Tensor, role: str) -> torch.Tensor:
+    def critic_table(self, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
         spec = self.spec.critic
         theta = stop_gradient(theta)
         reward = self.reward_table(role)
@@ -311,7 +358,7 @@ class _Sampler:
         scale = exact.norm(dim=-1, keepdim=True) / self.task.num_states
         return exact + spec.noise * noise * scale
 
-    def _learned_critic(self, theta: torch.Tensor, role: str) -> torch.Tensor:
+    def _learned_critic(self, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
         """Tabular Monte Carlo fit of the value from independent episodes (0 where unvisited)."""
         traj = rollout(self.task, theta, self.spec.critic.learned_episodes, generator=self.generator)
         rewards = self._rewards(traj, role)
@@ -320,12 +367,12 @@ class _Sampler:
             returns, traj.states, self.task.num_states, time_dependent=self.spec.objective == "finite"
         )
 
-    def _rewards(self, traj: Trajectory, role: str) -> torch.Tensor:
+    def _rewards(self, traj: Trajectory, role: StageRole) -> torch.Tensor:
         if self.eta is None or role == "outer":
             return traj.rewards
         return traj.rewards + tabular_gather(self.eta, traj.states, traj.actions)
 
-    def objective(self, stage: StageSpec, theta: torch.Tensor, role: str) -> torch.Tensor:
+    def objective(self, stage: StageSpec, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
         """Scalar whose gradient w.r.t. ``theta [R, S, A]`` is the stage's per-repeat estimate."""
         if stage.is_exact:
             return tabular_return(self.task, theta, self.spec.objective, reward=self.reward_table(role)).sum()
@@ -407,8 +454,8 @@ def sample_meta_gradients_wrt(
         theta0 = _batched(task, logits, repeats)
         eta_r = _batched(task, eta.to(logits.device), repeats) if eta is not None else None
         sampler = _Sampler(task, spec, repeats, generator, eta_r)
-        for role in ("inner", "hessian", "outer"):
-            stage = getattr(spec, role)
+        for role in STAGE_ROLES:
+            stage = spec.stage(role)
             if stage.replay:
                 sampler.replays[role] = rollout(
                     task, stop_gradient(theta0), stage.replay, generator=generator

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from metagrad.validation import check_finite_tensor, check_real
+
 __all__ = [
     "ESTIMATORS",
     "EstimatorInfo",
@@ -147,8 +149,7 @@ def check_trajectory_inputs(
             raise ValueError(f"{name}: expected a time-major tensor [T, B, ...], got shape {list(x.shape)}")
         if x.shape != log_probs.shape:
             raise ValueError(f"{name}: shape {list(x.shape)} differs from log_probs {list(log_probs.shape)}")
-        if not torch.isfinite(x.detach()).all():
-            raise ValueError(f"{name}: contains NaN or infinite entries")
+        check_finite_tensor(name, x)
     if bootstrap_value is not None:
         if not isinstance(bootstrap_value, torch.Tensor) or bootstrap_value.shape != log_probs.shape[1:]:
             got = (
@@ -157,8 +158,7 @@ def check_trajectory_inputs(
             raise ValueError(
                 f"bootstrap_value: expected shape [B, ...] = {list(log_probs.shape[1:])}, got {got}"
             )
-        if not torch.isfinite(bootstrap_value.detach()).all():
-            raise ValueError("bootstrap_value: contains NaN or infinite entries")
+        check_finite_tensor("bootstrap_value", bootstrap_value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,8 +242,7 @@ def loaded_dice(
     Returns: ``[B, ...]`` per-episode surrogate (value 0; its derivatives are the estimates).
     """
     check_trajectory_inputs(log_probs, rewards, discounts, behaviour_log_probs, values, bootstrap_value)
-    if not 0.0 <= lambda_ <= 1.0:
-        raise ValueError(f"lambda_: must lie in [0, 1], got {lambda_}")
+    check_real("lambda_", lambda_, minimum=0.0, maximum=1.0)
     if lambda_ == 1.0:
         deps = torch.cumsum(log_probs, dim=0)
     else:

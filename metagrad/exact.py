@@ -14,7 +14,7 @@ Conventions (Liu et al., NeurIPS 2022, arXiv 2112.15400; BACKGROUND.md section 1
 
 Iterated games (:func:`ipd_values`, :func:`lola_gradient`): memory-one policies with 5 logits
 each (first move, then the previous joint outcome CC, CD, DC, DD from the agent's own side;
-``sigmoid`` = probability to cooperate; see :mod:`envs.ipd`). The joint outcome is a 4-state
+``sigmoid`` = probability to cooperate; see :mod:`metagrad.envs.ipd`). The joint outcome is a 4-state
 Markov chain with start distribution ``q0`` and transitions ``M``; agent i's value is
 ``q0 (I - gamma M)^-1 r_i`` (infinite horizon) or ``sum_{t<H} gamma^t q0 M^t r_i``.
 """
@@ -22,14 +22,17 @@ Markov chain with start distribution ``q0`` and transitions ``M``; agent i's val
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 
-from envs.ipd import STATE_SWAP, MatrixGame, check_gamma, check_memory_one_logits, get_game
-from envs.tabular import TabularTask, check_logits, expand_to_tasks
+from metagrad.envs.ipd import STATE_SWAP, MatrixGame, check_gamma, check_memory_one_logits, get_game
+from metagrad.envs.tabular import TabularTask, check_logits, expand_to_tasks
+from metagrad.validation import check_int, check_real
 
 __all__ = [
     "OBJECTIVES",
+    "Objective",
     "exact_inner_loop",
     "ipd_model",
     "ipd_state_values",
@@ -44,7 +47,8 @@ __all__ = [
     "tabular_values",
 ]
 
-OBJECTIVES = ("finite", "infinite")
+Objective = Literal["finite", "infinite"]
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 
 
 def _check_objective(objective: str) -> None:
@@ -55,14 +59,8 @@ def _check_objective(objective: str) -> None:
 def _check_steps(
     inner_steps: int, inner_lr: float, names: tuple[str, str] = ("inner_steps", "inner_lr")
 ) -> None:
-    if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:
-        raise ValueError(f"{names[0]}: expected an integer >= 0, got {inner_steps!r}")
-    if (
-        isinstance(inner_lr, bool)
-        or not isinstance(inner_lr, (int, float))
-        or not abs(inner_lr) < float("inf")
-    ):
-        raise ValueError(f"{names[1]}: expected a finite number, got {inner_lr!r}")
+    check_int(names[0], inner_steps, 0)
+    check_real(names[1], inner_lr)
 
 
 def policy_model(
@@ -87,7 +85,7 @@ def policy_model(
 def tabular_values(
     task: TabularTask,
     logits: torch.Tensor,
-    objective: str = "finite",
+    objective: Objective = "finite",
     *,
     reward: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -117,7 +115,7 @@ def tabular_values(
 def tabular_return(
     task: TabularTask,
     logits: torch.Tensor,
-    objective: str = "finite",
+    objective: Objective = "finite",
     *,
     reward: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -166,7 +164,7 @@ def post_adaptation_return(
     logits: torch.Tensor,
     inner_steps: int,
     inner_lr: float,
-    objective: str = "finite",
+    objective: Objective = "finite",
     *,
     eta: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -209,7 +207,7 @@ def maml_meta_gradient(
     logits: torch.Tensor,
     inner_steps: int,
     inner_lr: float,
-    objective: str = "finite",
+    objective: Objective = "finite",
 ) -> torch.Tensor:
     """Exact MAML meta-gradient ``d J(theta_K) / d theta_0`` in float64.
 
@@ -239,7 +237,7 @@ def lirpg_meta_gradient(
     eta: torch.Tensor,
     inner_steps: int,
     inner_lr: float,
-    objective: str = "finite",
+    objective: Objective = "finite",
 ) -> torch.Tensor:
     """Exact LIRPG meta-gradient w.r.t. an intrinsic-reward table ``eta`` (float64).
 
@@ -285,7 +283,7 @@ def ipd_model(
 
     Args:
         theta1, theta2: ``[*G, 5]`` logits (broadcast), each from its own side.
-        game: ``"ipd"``, ``"imp"`` or a :class:`~envs.ipd.MatrixGame`.
+        game: ``"ipd"``, ``"imp"`` or a :class:`~metagrad.envs.ipd.MatrixGame`.
     Returns:
         ``(Q [*G, 5, 4], payoffs [2, 4])``: ``Q[s, o]`` is the probability of joint outcome ``o``
         (CC, CD, DC, DD, agent 1's action first) from joint state ``s`` (0 = start, ``1 + o'``
@@ -314,17 +312,17 @@ def ipd_values(
 
     ``V_i = q0 (I - gamma M)^-1 r_i`` for ``horizon=None``; for a finite horizon
     ``V_i = sum_{t<H} gamma^t q0 M^t r_i = q0 (I - A)^-1 (I - A^H) r_i`` with ``A = gamma M``
-    (exactly what a length-H rollout of :func:`envs.ipd.ipd_rollout` estimates). Differentiable
+    (exactly what a length-H rollout of :func:`metagrad.envs.ipd.ipd_rollout` estimates). Differentiable
     to any order in both logits.
 
     Args:
         theta1, theta2: ``[*G, 5]`` logits (broadcast).
         gamma: discount in ``[0, 1)``.
         horizon: ``None`` (infinite) or ``H >= 1``.
-        game: ``"ipd"``, ``"imp"`` or a :class:`~envs.ipd.MatrixGame`.
+        game: ``"ipd"``, ``"imp"`` or a :class:`~metagrad.envs.ipd.MatrixGame`.
     Returns:
         ``(V1 [*G], V2 [*G])`` unnormalised discounted sums (see
-        :func:`envs.ipd.per_step_average`).
+        :func:`metagrad.envs.ipd.per_step_average`).
     """
     gamma = check_gamma(gamma)
     _check_horizon(horizon)
@@ -418,7 +416,7 @@ def lola_gradient(
         lookahead_lr: the opponent's step size.
         lookahead_steps: ``n >= 0``.
         horizon: ``None`` (infinite) or the finite horizon of the values.
-        game: ``"ipd"``, ``"imp"`` or a :class:`~envs.ipd.MatrixGame`.
+        game: ``"ipd"``, ``"imp"`` or a :class:`~metagrad.envs.ipd.MatrixGame`.
         agent: whose gradient, 1 or 2.
     Returns:
         ``[*G, 5]`` float64 gradient of the shaping agent's value w.r.t. its own logits.

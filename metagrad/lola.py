@@ -24,12 +24,25 @@ drops the cross terms entirely (no shaping survives). No estimator math is rewri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from envs.ipd import (
+from metagrad.decomposed import (
+    STAGE_ROLES,
+    CriticSpec,
+    Staged,
+    StageRole,
+    StageSpec,
+    critic_values,
+    detached_leaf,
+    monte_carlo_values,
+    stage_cost,
+    straight_through,
+)
+from metagrad.envs.ipd import (
     STATE_SWAP,
     IPDTrajectory,
     check_gamma,
@@ -37,35 +50,30 @@ from envs.ipd import (
     get_game,
     ipd_rollout,
 )
-from envs.validation import check_int
-from metagrad.decomposed import (
-    CriticSpec,
-    StagedSpec,
-    StageSpec,
-    critic_values,
-    detached_leaf,
-    monte_carlo_values,
-    straight_through,
-)
 from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
 from metagrad.exact import ipd_state_values, ipd_values, lola_gradient
+from metagrad.validation import check_int, check_real
 
 __all__ = [
     "LOLA_VARIANTS",
     "GameSampler",
     "LolaSpec",
+    "LolaVariant",
     "episodes_per_lola_estimate",
     "exact_lola_target",
     "game_surrogate",
+    "get_lola_variant",
     "lola_variant",
+    "lookahead",
     "sample_lola_gradients",
+    "seat_order",
     "tabular_game_critic",
     "with_replay",
 ]
 
 
 @dataclass(frozen=True)
-class LolaSpec(StagedSpec):
+class LolaSpec(Staged):
     """How to compute one LOLA gradient estimate (see the module docstring).
 
     Attributes:
@@ -98,9 +106,7 @@ class LolaSpec(StagedSpec):
         self.check_stages()
         check_int("lookahead_steps", self.lookahead_steps, 0)
         check_int("horizon", self.horizon, 1)
-        lr = self.lookahead_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not abs(lr) < float("inf"):
-            raise ValueError(f"lookahead_lr: expected a finite number, got {lr!r}")
+        check_real("lookahead_lr", self.lookahead_lr)
         check_gamma(self.gamma)
         get_game(self.game)
         if not isinstance(self.critic, CriticSpec):
@@ -118,21 +124,17 @@ def episodes_per_lola_estimate(spec: LolaSpec) -> int:
     (one batch when the lookahead is shared), the outer ``n``, replayed episodes once per role,
     and the episodes a learned critic fits on per sampled objective."""
 
-    def cost(stage: StageSpec) -> int:
-        if stage.is_exact:
-            return 0
-        learned = get_estimator(stage.estimator).uses_critic and spec.critic.kind == "learned"
-        return stage.n + (spec.critic.learned_episodes if learned else 0)
-
-    look = cost(spec.inner) if spec.shared_lookahead else cost(spec.inner) + cost(spec.hessian)
-    total = spec.lookahead_steps * look + cost(spec.outer)
-    return total + sum(getattr(spec, role).replay for role in _replay_roles(spec))
+    look = stage_cost(spec.inner, spec.critic)
+    if not spec.shared_lookahead:
+        look += stage_cost(spec.hessian, spec.critic)
+    total = spec.lookahead_steps * look + stage_cost(spec.outer, spec.critic)
+    return total + sum(spec.stage(role).replay for role in _replay_roles(spec))
 
 
-def _replay_roles(spec: LolaSpec) -> tuple[str, ...]:
+def _replay_roles(spec: LolaSpec) -> tuple[StageRole, ...]:
     """Stages that draw their own replay (a shared lookahead draws one for both)."""
-    roles = ("inner", "outer") if spec.shared_lookahead else ("inner", "hessian", "outer")
-    return tuple(role for role in roles if getattr(spec, role).replay)
+    roles: tuple[StageRole, ...] = ("inner", "outer") if spec.shared_lookahead else STAGE_ROLES
+    return tuple(role for role in roles if spec.stage(role).replay)
 
 
 def lola_variant(
@@ -144,23 +146,46 @@ def lola_variant(
     LOLA-DiCE), ``n_outer`` the outer gradient; ``replay`` earlier episodes join the lookahead of
     the off-policy variant.
     """
-    if name not in LOLA_VARIANTS:
-        raise ValueError(f"variant: unknown name {name!r}; known: {sorted(LOLA_VARIANTS)}")
-    look_est, outer_est = LOLA_VARIANTS[name]
-    if look_est == "off_policy_dice" and replay < 1:
+    variant = get_lola_variant(name)
+    if variant.replays and replay < 1:
         raise ValueError("replay: the off-policy variant needs replay >= 1 earlier episodes")
-    look = StageSpec(look_est, n_inner, replay if look_est == "off_policy_dice" else 0)
+    look = StageSpec(variant.lookahead, n_inner, replay if variant.replays else 0)
     return LolaSpec(
-        inner=look, hessian=look, outer=StageSpec(outer_est, n_outer), shared_lookahead=True, **kwargs
+        inner=look,
+        hessian=look,
+        outer=StageSpec(variant.outer, n_outer),
+        shared_lookahead=True,
+        **kwargs,
     )
 
 
-# variant -> (lookahead estimator, outer estimator)
-LOLA_VARIANTS: dict[str, tuple[str, str]] = {
-    "lola_dice": ("dice_baseline", "dice_baseline"),
-    "off_policy_lola_dice": ("off_policy_dice", "dice_baseline"),
-    "lola_lvc": ("lvc", "dice_baseline"),
+@dataclass(frozen=True)
+class LolaVariant:
+    """A fully sampled LOLA estimator: the estimator of the opponent's lookahead (value and
+    Jacobian from one batch) and of the outer gradient; ``replays``: the lookahead reuses earlier
+    episodes by importance weighting."""
+
+    lookahead: str
+    outer: str
+    label: str
+    replays: bool = False
+
+
+# The one table of named LOLA estimators, used by the benchmark and by the learners.
+LOLA_VARIANTS: dict[str, LolaVariant] = {
+    "lola_dice": LolaVariant("dice_baseline", "dice_baseline", "LOLA-DiCE"),
+    "off_policy_lola_dice": LolaVariant(
+        "off_policy_dice", "dice_baseline", "OffPolicy-LOLA-DiCE", replays=True
+    ),
+    "lola_lvc": LolaVariant("lvc", "dice_baseline", "LOLA-LVC"),
 }
+
+
+def get_lola_variant(name: str) -> LolaVariant:
+    """The entry of :data:`LOLA_VARIANTS`; an unknown name raises ``ValueError`` listing them."""
+    if name not in LOLA_VARIANTS:
+        raise ValueError(f"variant: unknown name {name!r}; known: {sorted(LOLA_VARIANTS)}")
+    return LOLA_VARIANTS[name]
 
 
 def game_surrogate(
@@ -259,7 +284,7 @@ class GameSampler:
         return critic_values(table, traj.states, traj.final_states, "finite")
 
     def objective(
-        self, stage: StageSpec, theta1: torch.Tensor, theta2: torch.Tensor, who: int, role: str
+        self, stage: StageSpec, theta1: torch.Tensor, theta2: torch.Tensor, who: int, role: StageRole
     ) -> torch.Tensor:
         """Scalar whose gradient w.r.t. ``theta1, theta2 [R, 5]`` estimates that of ``V_who``."""
         s = self.spec
@@ -316,35 +341,90 @@ def sample_lola_gradients(
     check_memory_one_logits(mu2, "behaviour[1]")
     sampler = GameSampler(spec, generator)
     for role in _replay_roles(spec):
-        stage = getattr(spec, role)
+        stage = spec.stage(role)
         if stage.replay:
             sampler.replays[role] = sampler.rollout(
                 _batched(mu1, repeats).detach(), _batched(mu2, repeats).detach(), stage.replay
             )
     agent, opponent = spec.agent, 3 - spec.agent
 
-    def pair(own: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return (own, other) if agent == 1 else (other, own)
-
     with torch.enable_grad():
         own = _batched(theta1 if agent == 1 else theta2, repeats)
         other = _batched(theta2 if agent == 1 else theta1, repeats)
-        lr = spec.lookahead_lr
-        for _ in range(spec.lookahead_steps):
-            if spec.shared_lookahead:
-                obj = sampler.objective(spec.inner, *pair(own, other), opponent, "inner")
-                (g,) = torch.autograd.grad(obj, other, create_graph=True)
-                other = other + lr * g
-                continue
-            leaf = detached_leaf(other)
-            obj = sampler.objective(spec.inner, *pair(stop_gradient(own), leaf), opponent, "inner")
-            (g_inner,) = torch.autograd.grad(obj, leaf)
-            obj = sampler.objective(spec.hessian, *pair(own, other), opponent, "hessian")
-            (g_hess,) = torch.autograd.grad(obj, other, create_graph=True)
-            other = straight_through(other + lr * g_inner, other + lr * g_hess)
-        outer = sampler.objective(spec.outer, *pair(own, other), agent, "outer")
+
+        def value_objective(_step: int, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+            return sampler.objective(spec.inner, t1, t2, opponent, "inner")
+
+        def jacobian_objective(_step: int, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+            return sampler.objective(spec.hessian, t1, t2, opponent, "hessian")
+
+        other = lookahead(
+            own,
+            other,
+            agent=agent,
+            steps=spec.lookahead_steps,
+            lr=spec.lookahead_lr,
+            value_objective=value_objective,
+            jacobian_objective=None if spec.shared_lookahead else jacobian_objective,
+        )
+        outer = sampler.objective(spec.outer, *seat_order(agent, own, other), agent, "outer")
         (grad,) = torch.autograd.grad(outer, own, allow_unused=True)
     return torch.zeros_like(own).detach() if grad is None else grad.detach()
+
+
+def seat_order(agent: int, own: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(theta1, theta2)`` from agent ``agent``'s own logits and its opponent's."""
+    return (own, other) if agent == 1 else (other, own)
+
+
+LookaheadObjective = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def lookahead(
+    own: torch.Tensor,
+    other: torch.Tensor,
+    *,
+    agent: int,
+    steps: int,
+    lr: float,
+    value_objective: LookaheadObjective,
+    jacobian_objective: LookaheadObjective | None = None,
+) -> torch.Tensor:
+    """The opponent's logits after ``steps`` (estimated) naive ascent steps of size ``lr``,
+    a differentiable function of both agents' logits: the LOLA lookahead.
+
+    The one copy of the lookahead loop: the benchmark scores it and the learners of
+    :mod:`metagrad.agents.lola` train with it.
+
+    Args:
+        own, other: the looking-ahead agent's and the opponent's logits ``[..., 5]`` (``own`` is
+            agent ``agent``'s, in the graph).
+        value_objective: ``(step, theta1, theta2) -> scalar`` whose gradient w.r.t. the opponent's
+            logits estimates ``grad V_opponent`` at step ``step`` (called with the pair in seat
+            order). With ``jacobian_objective=None`` one call gives both the value and the
+            Jacobian of the step (the practical LOLA-DiCE: ``other + lr g``, ``g`` with a graph).
+        jacobian_objective: a separate estimate for the Jacobian of each step; the step is then
+            combined straight-through (Liu et al. 2022):
+            ``stop(other + lr g_value(stop(own), stop(other))) + (other + lr g_jac) - stop(...)``.
+    Returns:
+        The looked-ahead opponent logits (same shape as ``other``).
+    """
+
+    for step in range(steps):
+        if jacobian_objective is None:
+            (g,) = torch.autograd.grad(
+                value_objective(step, *seat_order(agent, own, other)), other, create_graph=True
+            )
+            other = other + lr * g
+            continue
+        leaf = detached_leaf(other)
+        (g_value,) = torch.autograd.grad(
+            value_objective(step, *seat_order(agent, stop_gradient(own), leaf)), leaf
+        )
+        obj = jacobian_objective(step, *seat_order(agent, own, other))
+        (g_jac,) = torch.autograd.grad(obj, other, create_graph=True)
+        other = straight_through(other + lr * g_value, other + lr * g_jac)
+    return other
 
 
 def exact_lola_target(theta1: torch.Tensor, theta2: torch.Tensor, spec: LolaSpec) -> torch.Tensor:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from metagrad.validation import check_real
+
 __all__ = ["Score", "centred_cosine", "score"]
 
 
@@ -110,8 +112,7 @@ def score(
         raise ValueError(f"samples: need at least 2 repeats per task to estimate a variance, got {R}")
     if not (torch.isfinite(samples).all() and torch.isfinite(exact).all()):
         raise ValueError("samples/exact: contain NaN or infinite entries")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence: must lie in (0, 1), got {confidence}")
+    check_real("confidence", confidence, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
 
     corr_each = centred_cosine(samples, exact.unsqueeze(1)).reshape(-1)
     bias_sq, variance = _bias_terms(samples, exact)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.tabular import TabularTask, policy_log_probs, random_task, rollout
 from metagrad.decomposed import critic_values
+from metagrad.envs.tabular import TabularTask, policy_log_probs, random_task, rollout
 from metagrad.exact import tabular_return, tabular_values
 
 __all__ = [

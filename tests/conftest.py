@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs import random_task
+from metagrad.envs import random_task
 
 torch.set_num_threads(1)
 

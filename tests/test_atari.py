@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents.a2c import A2CAgent, A2CConfig, ActorCritic, Rollout, a2c_loss, mlp_torso
-from agents.mgrl import META_NAMES, MGRLAgent, MGRLConfig, inner_step, meta_gradient, meta_values
-from envs.atari import AtariConfig, AtariVector, rom_id
-from metagrad.bench_atari import AtariBenchConfig
-from metagrad.cli import main
-from metagrad.suites import cell_from_row, run_bench
+from metagrad.agents.a2c import A2CAgent, A2CConfig, ActorCritic, Rollout, a2c_loss, mlp_torso
+from metagrad.agents.mgrl import META_NAMES, MGRLAgent, MGRLConfig, inner_step, meta_gradient, meta_values
+from metagrad.app.cli import main
+from metagrad.app.runner import cell_from_row, run_bench
+from metagrad.app.suites.atari import AtariBenchConfig
+from metagrad.envs.atari import AtariConfig, AtariVector, rom_id
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -232,11 +232,13 @@ def test_atari_bias_bench_rows(tmp_path):
         [("atari", config)], tmp_path / "rows.jsonl", backend="serial", progress=False, log=print
     )
     rows = rows[("atari", "tiny")]
-    assert [r["estimator"] for r in rows] == ["pg", "lvc"]
+    assert [r.estimator for r in rows] == ["pg", "lvc"]
     for r in rows:
-        assert {"corr", "bias_debiased", "bias_ci_low", "mse", "reference_se", "git_commit"} <= set(r)
-        assert len(r["reference"]) == 4 and r["reference_se"] > 0
+        assert {"corr", "bias_debiased", "bias_ci_low", "mse", "reference_se", "git_commit"} <= set(
+            r.to_json()
+        )
+        assert len(r.get("reference")) == 4 and r.get("reference_se") > 0
         suite, cfg, cell = cell_from_row(r)
-        assert suite == "atari" and cell.key(cfg) == r["cell_id"]
+        assert suite == "atari" and cell.key(cfg) == r.cell_id
     with pytest.raises(ValueError, match="unknown env"):
         AtariBenchConfig(env="ALE/Chess-v5")

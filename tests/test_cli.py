@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from metagrad.bench_tabular import PRESETS, TabularBenchConfig, make_cells
-from metagrad.cli import main
+from metagrad.app.cli import main
+from metagrad.app.suites.tabular import PRESETS, TabularBenchConfig, make_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,8 @@ def test_bench_is_reproducible(tmp_path):
     ("args", "match"),
     [
         (["bench", "tabular", "--preset", "nope"], "unknown preset"),
-        (["bench", "--preset", "quick"], "needs a suite"),
+        (["bench", "--preset", "nope"], "unknown preset 'nope' for tabular"),
+        (["bench", "atari", "--num-tasks", "3"], "--num-tasks is not an option of suite"),
         (["bench", "--estimators", "nope"], "unknown name 'nope'"),
         (["bench", "--repeats", "1"], "repeats"),
         (["bench", "--num-tasks", "-2"], "num_tasks"),

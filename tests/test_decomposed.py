@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs import random_task
-from metagrad.bench_tabular import fit_loglog_slope
+from metagrad.app.suites.tabular import fit_loglog_slope
 from metagrad.decomposed import (
     CriticSpec,
     MetaGradientSpec,
@@ -17,6 +16,7 @@ from metagrad.decomposed import (
     exact_meta_gradient,
     sample_meta_gradients,
 )
+from metagrad.envs import random_task
 from metagrad.exact import maml_meta_gradient
 from metagrad.scoring import score
 

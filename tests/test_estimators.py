@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs import policy_log_probs, rollout
 from metagrad import estimators as E
+from metagrad.envs import policy_log_probs, rollout
 from metagrad.testing import assert_unbiased, check_unbiased
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs import TabularTask, random_task
+from metagrad.envs import TabularTask, random_task
 from metagrad.exact import (
     lirpg_meta_gradient,
     maml_meta_gradient,

@@ -10,8 +10,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import parallel_api_test
 
-import envs  # noqa: F401
-from envs.ipd import (
+import metagrad.envs  # noqa: F401  (registers the Gymnasium ids)
+from metagrad.envs.ipd import (
     ALWAYS_COOPERATE,
     ALWAYS_DEFECT,
     TIT_FOR_TAT,

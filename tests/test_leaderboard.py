@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from rowkit import row_json, synthetic_row
 
-from metagrad.check import check_against
-from metagrad.cli import main
-from metagrad.leaderboard import evaluate_claims, settings, write_leaderboard
-from metagrad.store import ResultStore
-from metagrad.suites import cell_from_row, make_config, run_bench
+from metagrad.app.check import check_against
+from metagrad.app.cli import main
+from metagrad.app.leaderboard import settings, write_leaderboard
+from metagrad.app.report import evaluate_claims
+from metagrad.app.rows import ResultRow
+from metagrad.app.runner import cell_from_row, run_bench
+from metagrad.app.store import ResultStore
+from metagrad.app.suites import get_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,10 +40,10 @@ TINY = dict(
 
 
 def _tiny_runs():
-    return [("tabular", make_config("tabular", "quick", **TINY))]
+    return [("tabular", get_suite("tabular").config("quick", **TINY))]
 
 
-def _rows(path: Path) -> dict[str, dict]:
+def _rows(path: Path) -> dict[str, ResultRow]:
     return ResultStore(path).load(warn=False).rows
 
 
@@ -61,7 +65,7 @@ _METRICS = (
 
 def _numbers(results) -> dict[str, tuple]:
     """The metrics of every cell (wall times and provenance differ between runs by design)."""
-    return {r["cell_id"]: tuple(r[m] for m in _METRICS) for rows in results.values() for r in rows}
+    return {r.cell_id: tuple(r.value(m) for m in _METRICS) for rows in results.values() for r in rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,8 +75,8 @@ def _numbers(results) -> dict[str, tuple]:
 
 def test_store_round_trip_and_corrupt_lines(tmp_path):
     store = ResultStore(tmp_path / "rows.jsonl")
-    store.append({"cell_id": "a", "x": 1})
-    store.append({"cell_id": "b", "x": 2})
+    store.append(synthetic_row(cell_id="a"))
+    store.append(synthetic_row(cell_id="b"))
     with open(store.path, "ab") as fh:
         fh.write(b'{"cell_id": "c", "x": ')  # a kill in the middle of a write
     report = store.load(warn=False)
@@ -82,7 +86,7 @@ def test_store_round_trip_and_corrupt_lines(tmp_path):
         store.load()
     # repair moves the partial line aside; appending then goes on cleanly
     assert "moved a truncated last line" in store.repair()[0]
-    store.append({"cell_id": "c", "x": 3})
+    store.append(synthetic_row(cell_id="c"))
     report = store.load(warn=False)
     assert set(report.rows) == {"a", "b", "c"} and not report.problems
     assert (tmp_path / "rows.jsonl.corrupt").read_bytes().startswith(b'{"cell_id": "c"')
@@ -90,12 +94,14 @@ def test_store_round_trip_and_corrupt_lines(tmp_path):
 
 def test_store_reports_corrupt_middle_lines_and_missing_newline(tmp_path):
     path = tmp_path / "rows.jsonl"
-    path.write_text('{"cell_id": "a"}\nnot json\n{"no_id": 1}\n{"cell_id": "b"}')
+    good = [json.dumps(row_json(cell_id=name)) for name in ("a", "b")]
+    path.write_text(f'{good[0]}\nnot json\n{{"no_id": 1}}\n{good[1]}')
     store = ResultStore(path)
     report = store.load(warn=False)
     assert set(report.rows) == {"a", "b"} and len(report.problems) == 2
+    assert "invalid row ignored" in report.problems[1] and "missing field" in report.problems[1]
     assert "added the missing newline" in store.repair()[0]
-    store.append({"cell_id": "c"})
+    store.append(synthetic_row(cell_id="c"))
     assert set(store.load(warn=False).rows) == {"a", "b", "c"}
 
 
@@ -125,8 +131,9 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path):
     path = tmp_path / "rows.jsonl"
     script = (
         "import sys, torch; torch.set_num_threads(1)\n"
-        "from tests.test_leaderboard import _tiny_runs, _quiet\n"
-        "from metagrad.suites import run_bench\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_leaderboard import _tiny_runs, _quiet\n"
+        "from metagrad.app.runner import run_bench\n"
         "run_bench(_tiny_runs(), sys.argv[1], backend='serial', progress=False, log=_quiet)\n"
     )
     proc = subprocess.Popen(
@@ -207,13 +214,13 @@ def test_bad_ipd_config_is_rejected(tmp_path):
 def test_rows_rebuild_their_cells(tmp_path):
     runs = [
         *_tiny_runs(),
-        ("ipd", make_config("ipd", "quick", num_pairs=1, repeats=2, experiments=("off_policy",))),
+        ("ipd", get_suite("ipd").config("quick", num_pairs=1, repeats=2, experiments=("off_policy",))),
     ]
     results = run_bench(runs, tmp_path / "rows.jsonl", backend="serial", progress=False, log=_quiet)
     for rows in results.values():
         for row in rows:
-            suite, config, cell = cell_from_row(json.loads(json.dumps(row)))
-            assert cell.key(config) == row["cell_id"] and suite == row["bench"]
+            suite, config, cell = cell_from_row(ResultRow.from_json(json.loads(json.dumps(row.to_json()))))
+            assert cell.key(config) == row.cell_id and suite == row.bench
 
 
 def _plugin(tmp_path: Path, name: str, estimator: str) -> str:
@@ -263,26 +270,7 @@ def test_check_rejects_missing_or_empty_files(tmp_path):
 
 
 def _row(**kw):
-    base = dict(
-        bench="tabular",
-        preset="p",
-        cell_id="x",
-        combination="lee",
-        n_inner=32,
-        inner_steps=1,
-        inner_lr=10.0,
-        corr=0.5,
-        corr_se=0.01,
-        mse=1.0,
-        mse_se=0.1,
-        bias_debiased=0.1,
-        bias_ci_low=0.05,
-        bias_ci_high=0.15,
-        episodes_per_estimate=32,
-        estimator="dice",
-    )
-    base.update(kw)
-    return base
+    return synthetic_row(**kw)
 
 
 def _sweep(experiment, xkey, values, biases, width=0.01, estimator="dice", **kw):

@@ -9,9 +9,9 @@ import statistics
 import pytest
 import torch
 
-from agents.lola import GameConfig, LearnerConfig, play
-from metagrad.bench_ipd import IPDBenchConfig, make_ipd_cells, run_ipd_cell
-from metagrad.cli import main
+from metagrad.agents.lola import GameConfig, LearnerConfig, play
+from metagrad.app.cli import main
+from metagrad.app.suites.ipd import IPDBenchConfig, make_ipd_cells, run_ipd_cell
 from metagrad.decomposed import CriticSpec, StageSpec
 from metagrad.exact import ipd_values, lola_gradient, naive_gradient
 from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
@@ -191,10 +191,10 @@ def test_updates_are_simultaneous():
     assert hist["reward1"][0] == pytest.approx(float(v1) * 0.04 / (1 - 0.96**30))
 
 
-@pytest.mark.parametrize("gradient", ["dice", "off_policy_dice"])
+@pytest.mark.parametrize("gradient", ["lola_dice", "off_policy_lola_dice", "lola_lvc"])
 def test_sampled_lola_learners_run_and_are_seeded(gradient):
     c = LearnerConfig("lola", gradient, n_inner=16, n_outer=16, replay_batches=2)
-    nl = LearnerConfig("naive", "dice", n_outer=16)
+    nl = LearnerConfig("naive", "lola_dice", n_outer=16)
     game = GameConfig(horizon=20)
     a = play(c, nl, 4, game=game, seed=3)
     b = play(c, nl, 4, game=game, seed=3)
@@ -245,6 +245,7 @@ def test_bench_cells_rows_and_keys():
     assert len(cells) == 2 * (4 + 2 + 1 + 1 + 4)
     assert len({c.key(config) for c in cells}) == len(cells)
     row = run_ipd_cell(config, cells[1])
+    stored = row.to_json()
     for key in (
         "corr",
         "bias_debiased",
@@ -256,10 +257,10 @@ def test_bench_cells_rows_and_keys():
         "spec",
         "config",
     ):
-        assert key in row
-    assert row["bench"] == "ipd" and row["combination"] == "lll" and row["num_tasks"] == 2
+        assert key in stored
+    assert row.bench == "ipd" and row.get("combination") == "lll" and row.metrics.num_tasks == 2
     again = run_ipd_cell(config, cells[1])
-    assert again["corr"] == row["corr"] and again["mse"] == row["mse"]
+    assert again.metrics == row.metrics
     # a cell's key does not depend on the other cells of the run
     other = IPDBenchConfig(**{**TINY, "estimators": ("dice_baseline",), "sweep_n": (4, 8, 16)})
     assert cells[0].key(config) == make_ipd_cells(other)[0].key(other)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from metagrad.perf import (
+from metagrad.app.perf import (
     ipd_rollout_throughput,
     lola_dice_update_rate,
     python_loop_throughput,

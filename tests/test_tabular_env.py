@@ -10,9 +10,9 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import envs
-from envs import TabularTask, random_task, rollout
-from envs.tabular import alias_table, sample_alias
+from metagrad import envs
+from metagrad.envs import TabularTask, random_task, rollout
+from metagrad.envs.tabular import alias_table, sample_alias
 from metagrad.exact import tabular_return
 
 
@@ -36,7 +36,7 @@ def test_random_task_matches_protocol():
         ("R", torch.zeros(3, 3), "R: expected shape"),
         ("init", torch.tensor([0.5, 0.6, 0.0]), "init: must be a probability"),
         ("init", torch.ones(2) / 2, "init: expected shape"),
-        ("gamma", 1.5, "gamma: must lie in"),
+        ("gamma", 1.5, "gamma: expected a finite number >= 0 and <= 1"),
         ("gamma", float("nan"), "gamma"),
         ("horizon", 0, "horizon: must be >= 1"),
         ("horizon", 2.5, "horizon: expected an integer"),

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.maml import MAMLConfig, train_maml
-from envs.tabular import TaskDistribution
-from envs.validation import check_int_fields
+from tqdm.auto import tqdm
+
+from metagrad.agents.maml import MAMLConfig, train_maml
+from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.options import Option
+from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.provenance import run_metadata
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
-from metagrad.plotting import curves_panel, mean_se
-from metagrad.provenance import run_metadata
-from metagrad.results import write_csv, write_jsonl
+from metagrad.envs.tabular import TaskDistribution
+from metagrad.validation import check_int_fields
 
 __all__ = ["LEARNERS", "MAMLCompareConfig", "learner_config", "run_maml_compare"]
 
@@ -119,7 +123,7 @@ class MAMLCompareConfig:
 
 
 def learner_config(config: MAMLCompareConfig, name: str) -> MAMLConfig:
-    """The :class:`~agents.maml.MAMLConfig` of learner ``name`` under ``config``."""
+    """The :class:`~metagrad.agents.maml.MAMLConfig` of learner ``name`` under ``config``."""
     if name not in LEARNERS:
         raise ValueError(f"learner: unknown {name!r}; known: {sorted(LEARNERS)}")
     build, exact = LEARNERS[name]
@@ -143,8 +147,6 @@ def run_maml_compare(
     plots: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every learner for every seed; write curves, rows, table and plots to ``out``."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     distribution = config.task_distribution()
@@ -229,7 +231,7 @@ def _write_table(rows: list[dict], config: MAMLCompareConfig, path: Path, total:
             f"| {name} | {start_m:.4f} | {final_m:.4f} ± {final_s:.4f} | {gain_m:.4f} ± {gain_s:.4f} "
             f"| {cos_m:.3f} ± {cos_s:.3f} | {rs[0]['episodes_per_iteration']} | {wall:.1f} |"
         )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _write_plots(rows: list[dict], out: Path) -> None:
@@ -266,3 +268,25 @@ def _write_plots(rows: list[dict], out: Path) -> None:
         ylabel="cosine(update, exact meta-gradient)",
         title="MAML: update direction vs the exact meta-gradient",
     )
+
+
+COMPARISON = Comparison(
+    name="maml",
+    summary="MAML meta-learners, one per meta-gradient recipe, the exact learner as reference",
+    config_class=MAMLCompareConfig,
+    run=run_maml_compare,
+    table="maml_compare.md",
+    options=(
+        seeds_option(),
+        Option("--learners", ("learners",), "names", f"maml: from {','.join(LEARNERS)}"),
+        Option("--iterations", ("iterations",), "int", "meta-iterations"),
+        Option("--distribution", ("distribution",), "str", "maml: shared_transitions or random"),
+        Option("--horizon", ("horizon",), "int", "episode length"),
+        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
+        Option("--inner-lr", ("inner_lr",), "float", "maml: inner step size alpha"),
+        Option("--n", ("n",), "int", "maml: episodes per estimated stage"),
+        Option("--meta-batch", ("meta_batch",), "int", "maml: tasks per meta-iteration"),
+        Option("--lr", ("lr",), "float", "outer optimiser step size"),
+        Option("--optimizer", ("optimizer",), "str", "adam or sgd"),
+    ),
+)

@@ -1,4 +1,5 @@
-"""``metagrad bench ipd``: LOLA gradient estimators scored against the exact LOLA gradient.
+"""The ``ipd`` suite (``metagrad bench ipd``): LOLA gradient estimators scored against the exact
+LOLA gradient.
 
 A run is a list of *cells*; a cell is one LOLA recipe (:class:`~metagrad.lola.LolaSpec`) on one
 kind of policy pair, scored over ``num_pairs`` pairs x ``repeats`` estimates against
@@ -27,6 +28,7 @@ Experiments:
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +36,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from envs.ipd import check_gamma, get_game
-from envs.validation import check_int
+from metagrad.agents.lola import GameConfig, LearnerConfig, play
+from metagrad.app.claims import fit_loglog_slope, ipd_claims
+from metagrad.app.options import Option
+from metagrad.app.outputs import write_text_atomic
+from metagrad.app.plotting import series_panel
+from metagrad.app.rows import ResultRow, stage_setting
+from metagrad.app.suite import STAGED_SPEC_FIELDS, Cell, Suite, cell_seed, common_options, scored_row
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
+from metagrad.envs.ipd import check_gamma, get_game
 from metagrad.estimators import get_estimator
 from metagrad.lola import (
     LolaSpec,
@@ -45,18 +53,16 @@ from metagrad.lola import (
     lola_variant,
     sample_lola_gradients,
 )
-from metagrad.plotting import fit_loglog_slope, series_panel
-from metagrad.results import Cell, cell_row, cell_seed
-from metagrad.scoring import score
+from metagrad.validation import check_int, check_real
 
 __all__ = [
     "EXPERIMENTS",
     "PAIR_KINDS",
     "PRESETS",
+    "SUITE",
     "IPDBenchConfig",
     "make_ipd_cells",
     "policy_pairs",
-    "run_ipd_bench",
     "run_ipd_cell",
     "write_ipd_plots",
     "write_ipd_summary",
@@ -136,8 +142,13 @@ class IPDBenchConfig:
             raise ValueError("sweep_n / off_policy_replay: sample sizes must be >= 1")
         if any(k < 0 for k in self.sweep_steps):
             raise ValueError(f"sweep_steps: lookahead steps must be >= 0, got {self.sweep_steps}")
-        if not self.behaviour_shift >= 0 or not self.critic_noise >= 0:
-            raise ValueError("behaviour_shift / critic_noise: must be >= 0")
+        check_real("behaviour_shift", self.behaviour_shift, minimum=0.0)
+        check_real("critic_noise", self.critic_noise, minimum=0.0)
+        check_real("lookahead_lr", self.lookahead_lr)
+        check_real("train_lookahead_lr", self.train_lookahead_lr)
+        check_real("off_policy_lookahead_lr", self.off_policy_lookahead_lr)
+        for lr in self.sweep_lr:
+            check_real("sweep_lr", lr)
         CriticSpec(self.critic, self.critic_noise)
         for est in self.estimators:
             get_estimator(est)
@@ -238,8 +249,6 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
 
     Returns dicts with ``theta1, theta2, mu1, mu2`` (float64 ``[5]``), deterministic in the seed.
     """
-    from agents.lola import GameConfig, LearnerConfig, play
-
     if kind not in PAIR_KINDS:
         raise ValueError(f"pair_kind: unknown {kind!r}; known: {PAIR_KINDS}")
     pairs = []
@@ -270,15 +279,14 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
     return pairs
 
 
-def run_ipd_cell(
-    config: IPDBenchConfig,
-    cell: Cell,
-    pairs: list[dict[str, torch.Tensor]] | None = None,
-    *,
-    device: str = "cpu",
-) -> dict[str, Any]:
+@functools.lru_cache(maxsize=16)
+def _pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
+    return policy_pairs(config, kind)
+
+
+def run_ipd_cell(config: IPDBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
     """Score one cell over its policy pairs; returns its result row (config, metrics, provenance)."""
-    pairs = policy_pairs(config, cell.tags["pair_kind"]) if pairs is None else pairs
+    pairs = _pairs(config, cell.tags["pair_kind"])
     spec = cell.spec
     start = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
@@ -296,12 +304,8 @@ def run_ipd_cell(
                 behaviour=(p["mu1"].to(device), p["mu2"].to(device)),
             ).cpu()
         )
-    metrics = score(
-        torch.stack(samples),
-        torch.stack(exact),
-        generator=torch.Generator().manual_seed(cell_seed(config, cell)),
-    )
-    fields = {
+    setting = {
+        **stage_setting(spec),
         "game": config.game,
         "replay": spec.inner.replay,
         "shared_lookahead": spec.shared_lookahead,
@@ -310,32 +314,27 @@ def run_ipd_cell(
         "gamma": spec.gamma,
         "horizon": spec.horizon,
         "critic": spec.critic.kind,
-        "episodes_per_estimate": episodes_per_lola_estimate(spec),
-        "num_tasks": len(pairs),
     }
-    return cell_row(
-        "ipd", config, cell, metrics.to_dict(), fields, wall_s=time.perf_counter() - start, device=device
+    return scored_row(
+        "ipd",
+        config,
+        cell,
+        torch.stack(samples),
+        torch.stack(exact),
+        setting,
+        episodes_per_estimate=episodes_per_lola_estimate(spec),
+        started=start,
+        device=device,
     )
 
 
-def run_ipd_bench(config: IPDBenchConfig, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
-    """Score every cell of ``config`` into the result store ``out`` (resuming), then write the
-    plots and ``<stem>_summary.md`` next to it: :func:`metagrad.suites.run_suite` for this suite
-    (keywords ``device``, ``progress``, ``plots``, ``backend``, ``workers``). Returns the rows."""
-    from metagrad.suites import run_suite
-
-    return run_suite("ipd", config, out, **kwargs)
-
-
-def _series(rows: list[dict], experiment: str, xkey: str, kind: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _series(rows: list[ResultRow], experiment: str, xkey: str, kind: str) -> dict[str, list[ResultRow]]:
+    out: dict[str, list[ResultRow]] = {}
     for r in rows:
-        if r["experiment"] == experiment and r["pair_kind"] == kind:
-            label = r["estimator"]
-            if experiment == "off_policy":
-                label = f"{r['combination']}"
+        if r.experiment == experiment and r.get("pair_kind") == kind:
+            label = str(r.get("combination")) if experiment == "off_policy" else r.estimator
             out.setdefault(label, []).append(r)
-    return {k: sorted(v, key=lambda r: r[xkey]) for k, v in out.items()}
+    return {k: sorted(v, key=lambda r: r.value(xkey)) for k, v in out.items()}
 
 
 _PANELS = (
@@ -347,7 +346,7 @@ _PANELS = (
 )
 
 
-def write_ipd_plots(rows: list[dict], folder: str | Path, stem: str = "ipd") -> list[Path]:
+def write_ipd_plots(rows: list[ResultRow], folder: Path, stem: str = "ipd") -> list[Path]:
     """PNG plots per experiment (one line per pair kind and estimator) with CIs."""
     folder = Path(folder)
     written = []
@@ -373,7 +372,12 @@ def write_ipd_plots(rows: list[dict], folder: str | Path, stem: str = "ipd") -> 
     return written
 
 
-def write_ipd_summary(rows: list[dict], path: str | Path, total_seconds: float | None = None) -> Path:
+def _bias_ci(r: ResultRow) -> str:
+    m = r.metrics
+    return f"{m.bias_debiased:.4f} [{m.bias_ci_low:.4f}, {m.bias_ci_high:.4f}]"
+
+
+def write_ipd_summary(rows: list[ResultRow], path: Path, total_seconds: float | None = None) -> Path:
     """Markdown summary: the decomposition tables (corr, corr with the outer stage exact, bias,
     variance, MSE) and each sweep, per pair kind."""
     path = Path(path)
@@ -381,35 +385,37 @@ def write_ipd_summary(rows: list[dict], path: str | Path, total_seconds: float |
     if rows:
         r0 = rows[0]
         lines += [
-            f"Preset `{r0['preset']}`, game `{r0['game']}`, gamma {r0['gamma']}, horizon {r0['horizon']}, "
-            f"critic `{r0['critic']}`, {r0['num_tasks']} pairs x {r0['repeats']} repeats, seed {r0['seed']}, "
-            f"commit `{r0['git_commit']}`." + (f" Wall time {total_seconds:.1f} s." if total_seconds else ""),
+            f"Preset `{r0.preset}`, game `{r0.get('game')}`, gamma {r0.get('gamma')}, horizon "
+            f"{r0.get('horizon')}, critic `{r0.get('critic')}`, {r0.metrics.num_tasks} pairs x "
+            f"{r0.metrics.repeats} repeats, seed {r0.seed}, commit `{r0.provenance.git_commit}`."
+            + (f" Wall time {total_seconds:.1f} s." if total_seconds else ""),
             "",
         ]
     for kind in PAIR_KINDS:
-        dec = [r for r in rows if r["experiment"] == "decomposition" and r["pair_kind"] == kind]
+        dec = [r for r in rows if r.experiment == "decomposition" and r.get("pair_kind") == kind]
         if dec:
+            d0 = dec[0]
             lines += [
-                f"## Decomposition, {kind} pairs (n = {dec[0]['n_inner'] or dec[0]['n_outer']}, "
-                f"lookahead {dec[0]['lookahead_steps']} x {dec[0]['lookahead_lr']})",
+                f"## Decomposition, {kind} pairs (n = {d0.get('n_inner') or d0.get('n_outer')}, "
+                f"lookahead {d0.get('lookahead_steps')} x {d0.get('lookahead_lr')})",
                 "",
                 "| estimator | corr lll | corr lle (outer exact) | bias ele (Hessian only) | bias lll [CI] "
                 "| variance lll | mse lll |",
                 "|---|---|---|---|---|---|---|",
             ]
-            for est in dict.fromkeys(r["estimator"] for r in dec):
-                by = {r["combination"]: r for r in dec if r["estimator"] == est}
+            for est in dict.fromkeys(r.estimator for r in dec):
+                by = {r.get("combination"): r for r in dec if r.estimator == est}
 
-                def get(combo: str, fmt: str, by: dict = by) -> str:
+                def cell(combo: str, text: Any, by: dict = by) -> str:
                     r = by.get(combo)
-                    return "-" if r is None else fmt.format(**r)
+                    return "-" if r is None else text(r)
 
                 lines.append(
-                    f"| {est} | {get('lll', '{corr:.3f} ± {corr_se:.3f}')} "
-                    f"| {get('lle', '{corr:.3f} ± {corr_se:.3f}')} "
-                    f"| {get('ele', '{bias_debiased:.4f} [{bias_ci_low:.4f}, {bias_ci_high:.4f}]')} "
-                    f"| {get('lll', '{bias_debiased:.4f} [{bias_ci_low:.4f}, {bias_ci_high:.4f}]')} "
-                    f"| {get('lll', '{variance:.4g}')} | {get('lll', '{mse:.4g}')} |"
+                    f"| {est} | {cell('lll', lambda r: f'{r.metrics.corr:.3f} ± {r.metrics.corr_se:.3f}')} "
+                    f"| {cell('lle', lambda r: f'{r.metrics.corr:.3f} ± {r.metrics.corr_se:.3f}')} "
+                    f"| {cell('ele', _bias_ci)} | {cell('lll', _bias_ci)} "
+                    f"| {cell('lll', lambda r: f'{r.metrics.variance:.4g}')} "
+                    f"| {cell('lll', lambda r: f'{r.metrics.mse:.4g}')} |"
                 )
             lines.append("")
         for experiment, xkey, ykey, xlabel, _ in _PANELS:
@@ -422,12 +428,55 @@ def write_ipd_summary(rows: list[dict], path: str | Path, total_seconds: float |
             lines += ["| series | points (x: bias [CI], mse) | log-log slope of bias |", "|---|---|---|"]
             for label, rs in series.items():
                 pts = "; ".join(
-                    f"{r[xkey]}: {r[ykey]:.4g} [{r['bias_ci_low']:.3g}, {r['bias_ci_high']:.3g}], "
-                    f"{r['mse']:.3g}"
+                    f"{r.value(xkey)}: {r.metrics.bias_debiased:.4g} [{r.metrics.bias_ci_low:.3g}, "
+                    f"{r.metrics.bias_ci_high:.3g}], {r.metrics.mse:.3g}"
                     for r in rs
                 )
-                slope = fit_loglog_slope([r[xkey] for r in rs], [r[ykey] for r in rs])
+                slope = fit_loglog_slope([r.value(xkey) for r in rs], [r.value(ykey) for r in rs])
                 lines.append(f"| {label} | {pts} | {slope:.2f} |")
             lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def describe_preset(config: IPDBenchConfig) -> str:
+    """One line for ``metagrad list presets``."""
+    return (
+        f"{config.num_pairs} pairs x {config.repeats} repeats, horizon {config.horizon}, n {config.n}, "
+        f"experiments {', '.join(config.experiments)}"
+    )
+
+
+SUITE = Suite(
+    name="ipd",
+    summary="LOLA gradient estimators in the iterated Prisoner's Dilemma (Foerster et al. 2018)",
+    config_class=IPDBenchConfig,
+    spec_class=LolaSpec,
+    spec_nested=STAGED_SPEC_FIELDS,
+    presets=PRESETS,
+    default_preset="foerster2018",
+    experiments=EXPERIMENTS,
+    make_cells=make_ipd_cells,
+    score_cell=run_ipd_cell,
+    write_plots=write_ipd_plots,
+    write_summary=write_ipd_summary,
+    claims=ipd_claims,
+    options=(
+        *common_options(),
+        Option("--num-tasks", ("num_pairs",), "int", "policy pairs per cell"),
+        Option("--n", ("n",), "int", "episodes per estimated stage (decomposition)"),
+        Option("--inner-steps", ("lookahead_steps",), "int", "lookahead steps"),
+    ),
+    setting_fields=(
+        "pair_kind",
+        "combination",
+        "n_inner",
+        "n_hessian",
+        "n_outer",
+        "lookahead_steps",
+        "lookahead_lr",
+        "horizon",
+    ),
+    describe_preset=describe_preset,
+    in_default_run=True,
+)

@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.lola import GameConfig, LearnerConfig, play
-from metagrad.plotting import curves_panel, mean_se
-from metagrad.provenance import run_metadata
-from metagrad.results import write_csv, write_jsonl
+from tqdm.auto import tqdm
+
+from metagrad.agents.lola import GameConfig, LearnerConfig, play
+from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.options import Option
+from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.provenance import run_metadata
+from metagrad.validation import check_int
 
 __all__ = ["PAIRINGS", "IPDCompareConfig", "pairing_learners", "run_ipd_compare"]
 
@@ -27,8 +32,8 @@ __all__ = ["PAIRINGS", "IPDCompareConfig", "pairing_learners", "run_ipd_compare"
 PAIRINGS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "NL-NL": (("naive", "exact"), ("naive", "exact")),
     "LOLA-LOLA": (("lola", "exact"), ("lola", "exact")),
-    "LOLA-DiCE": (("lola", "dice"), ("lola", "dice")),
-    "OffPolicy-LOLA-DiCE": (("lola", "off_policy_dice"), ("lola", "off_policy_dice")),
+    "LOLA-DiCE": (("lola", "lola_dice"), ("lola", "lola_dice")),
+    "OffPolicy-LOLA-DiCE": (("lola", "off_policy_lola_dice"), ("lola", "off_policy_lola_dice")),
     "LOLA-NL": (("lola", "exact"), ("naive", "exact")),
 }
 
@@ -62,14 +67,14 @@ class IPDCompareConfig:
             raise ValueError(f"pairings: unknown {unknown}; known: {sorted(PAIRINGS)}")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
-            raise ValueError(f"iterations: expected an integer >= 0, got {self.iterations!r}")
+        check_int("iterations", self.iterations, 0)
         GameConfig(self.game, self.gamma, self.horizon)
-        pairing_learners(self, self.pairings[0] if self.pairings else "NL-NL")
+        for pairing in self.pairings:
+            pairing_learners(self, pairing)
 
 
 def pairing_learners(config: IPDCompareConfig, pairing: str) -> tuple[LearnerConfig, LearnerConfig]:
-    """The two :class:`~agents.lola.LearnerConfig` of a pairing under ``config``."""
+    """The two :class:`~metagrad.agents.lola.LearnerConfig` of a pairing under ``config``."""
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing: unknown {pairing!r}; known: {sorted(PAIRINGS)}")
     common = dict(
@@ -97,8 +102,6 @@ def run_ipd_compare(
 
     Returns one row per (pairing, seed) with its final rewards and full curves.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     game = GameConfig(config.game, config.gamma, config.horizon)
@@ -180,7 +183,7 @@ def _write_table(rows: list[dict], config: IPDCompareConfig, path: Path, total: 
             f"| {pairing} | {rs[0]['agent1']} | {rs[0]['agent2']} | {m1:.3f} ± {s1:.3f} "
             f"| {m2:.3f} ± {s2:.3f} | {mm:.3f} ± {sm:.3f} | {wall:.1f} |"
         )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _write_plot(rows: list[dict], path: Path) -> None:
@@ -199,3 +202,23 @@ def _write_plot(rows: list[dict], path: Path) -> None:
         ylabel="per-step average reward (mean of both agents)",
         title="Iterated game: naive vs LOLA learners",
     )
+
+
+COMPARISON = Comparison(
+    name="ipd",
+    summary="naive and LOLA learners played against each other in iterated games",
+    config_class=IPDCompareConfig,
+    run=run_ipd_compare,
+    table="ipd_compare.md",
+    options=(
+        seeds_option(),
+        Option("--pairings", ("pairings",), "names", f"ipd: from {','.join(PAIRINGS)}"),
+        Option("--iterations", ("iterations",), "int", "simultaneous updates"),
+        Option("--game", ("game",), "str", "ipd: ipd or imp"),
+        Option("--horizon", ("horizon",), "int", "episode length"),
+        Option("--lookahead-lr", ("lookahead_lr",), "float", "ipd: lookahead step size"),
+        Option("--lr", ("lr",), "float", "outer optimiser step size"),
+        Option("--optimizer", ("optimizer",), "str", "adam or sgd"),
+        Option("--n", ("n_inner", "n_outer"), "int", "episodes per batch (lookahead and outer)"),
+    ),
+)

@@ -3,8 +3,9 @@
 * Every row is written with a single ``write`` of one complete line to a file opened in append
   mode, then flushed to disk (``fsync``): a run killed at any moment leaves every finished row
   intact and at most one partial line at the end.
-* :meth:`ResultStore.load` parses every line; a line that is not a complete JSON row (a truncated
-  last line after a kill, or a corrupt line anywhere) is reported and ignored, never mixed in.
+* :meth:`ResultStore.load` parses every line and validates it against the row schema
+  (:class:`metagrad.app.rows.ResultRow`); a line that is not a valid row (a truncated last line
+  after a kill, a corrupt or hand-edited line anywhere) is reported and ignored, never mixed in.
   :meth:`ResultStore.repair` moves a partial last line to ``<store>.corrupt`` so that appending
   can go on from a clean line boundary.
 * A re-run skips the cells whose ``cell_id`` is already stored (the key hashes the cell's full
@@ -18,7 +19,8 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from metagrad.app.rows import ResultRow, RowError
 
 __all__ = ["LoadReport", "ResultStore"]
 
@@ -27,7 +29,7 @@ __all__ = ["LoadReport", "ResultStore"]
 class LoadReport:
     """What :meth:`ResultStore.load` found: rows by ``cell_id`` and the lines it ignored."""
 
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[str, ResultRow] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     partial_tail: bool = False
 
@@ -51,18 +53,21 @@ class ResultStore:
                 continue
             last = number == len(lines)
             try:
-                row = json.loads(raw.decode("utf-8"))
-                if not isinstance(row, dict) or "cell_id" not in row:
-                    raise ValueError("not a result row (no cell_id)")
+                data = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 kind = "truncated last line" if last and not ends_clean else "corrupt line"
                 report.problems.append(f"{self.path}:{number}: {kind} ignored ({exc.__class__.__name__})")
                 report.partial_tail = report.partial_tail or (last and not ends_clean)
                 continue
+            try:
+                row = ResultRow.from_json(data)
+            except RowError as exc:
+                report.problems.append(f"{self.path}:{number}: invalid row ignored ({exc})")
+                continue
             if last and not ends_clean:
                 # complete JSON without its newline: keep it, but the file needs a line break
                 report.partial_tail = True
-            report.rows[row["cell_id"]] = row
+            report.rows[row.cell_id] = row
         if warn:
             for problem in report.problems:
                 warnings.warn(problem, stacklevel=2)
@@ -98,11 +103,9 @@ class ResultStore:
             fh.write(b"\n")
         return [f"{self.path}: added the missing newline after the last row"]
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: ResultRow) -> None:
         """Append one row atomically (one ``write`` of one line, then ``fsync``)."""
-        if "cell_id" not in row:
-            raise ValueError("row: a result row needs a cell_id")
-        line = (json.dumps(row, default=str, allow_nan=True) + "\n").encode("utf-8")
+        line = (json.dumps(row.to_json(), default=str, allow_nan=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-import envs  # noqa: F401  (registers the Gymnasium ids)
-from envs.ipd import ipd_rollout
-from envs.tabular import TabularTask, random_task, rollout
+import metagrad.envs  # noqa: F401  (registers the Gymnasium ids)
+from metagrad.agents.a2c import A2CAgent, A2CConfig
+from metagrad.agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
+from metagrad.agents.maml import MAMLConfig, MAMLLearner
+from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
+from metagrad.decomposed import MetaGradientSpec
+from metagrad.envs.atari import AtariConfig, AtariVector
+from metagrad.envs.ipd import ipd_rollout
+from metagrad.envs.tabular import TabularTask, TaskDistribution, random_task, rollout
 
 __all__ = [
     "a2c_training_throughput",
@@ -33,7 +40,7 @@ def rollout_throughput(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Env-steps/s of :func:`envs.tabular.rollout` with differentiable log-probs recorded."""
+    """Env-steps/s of :func:`metagrad.envs.tabular.rollout` with differentiable log-probs recorded."""
     task = random_task() if task is None else task
     logits = torch.zeros(task.num_states, task.num_actions, dtype=dtype, device=device, requires_grad=True)
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -96,7 +103,7 @@ def _seconds_per_call(fn: Callable[[], object], calls: int, *, warmup: int, devi
 def ipd_rollout_throughput(
     num_episodes: int = 4096, horizon: int = 100, *, repeats: int = 10, device: str = "cpu", seed: int = 0
 ) -> dict[str, float]:
-    """Joint steps/s of :func:`envs.ipd.ipd_rollout` for one policy pair, no gradient (float64)."""
+    """Joint steps/s of :func:`metagrad.envs.ipd.ipd_rollout` for one policy pair, no gradient (float64)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     init = torch.Generator().manual_seed(seed)
     theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
@@ -126,11 +133,8 @@ def lola_dice_update_rate(
     seed: int = 0,
 ) -> dict[str, float]:
     """Simultaneous LOLA-DiCE updates/s of two agents (inner + outer batches of ``horizon`` steps)."""
-    from collections import deque
 
-    from agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
-
-    config = LearnerConfig("lola", "dice", n_inner=n_inner, n_outer=n_outer)
+    config = LearnerConfig("lola", "lola_dice", n_inner=n_inner, n_outer=n_outer)
     game = GameConfig(horizon=horizon)
     init = torch.Generator().manual_seed(seed)
     learners = [
@@ -166,10 +170,6 @@ def maml_meta_iteration_time(
 ) -> dict[str, float]:
     """Seconds per MAML meta-iteration (all stages sampled, ``n`` episodes each) on 20 x 5 MDPs,
     the whole meta-batch in one batched call, task sampling and optimiser step included."""
-    from agents.maml import MAMLConfig, MAMLLearner
-    from envs.tabular import TaskDistribution
-    from metagrad.decomposed import MetaGradientSpec
-
     dist = TaskDistribution()
     spec = MetaGradientSpec.from_combination("lll", estimator, n, inner_steps=inner_steps, inner_lr=10.0)
     learner = MAMLLearner(MAMLConfig(spec=spec, meta_batch=meta_batch), 20, 5, device=device)
@@ -185,9 +185,7 @@ def maml_meta_iteration_time(
 def atari_env_throughput(
     game: str = "breakout", num_envs: int = 16, steps: int = 300, *, backend: str = "ale", seed: int = 0
 ) -> dict[str, float]:
-    """Environment frames/s (4 per step) of :class:`envs.atari.AtariVector` under random actions."""
-    from envs.atari import AtariConfig, AtariVector
-
+    """Environment frames/s (4 per step) of :class:`metagrad.envs.atari.AtariVector` under random actions."""
     env = AtariVector(AtariConfig(game, num_envs=num_envs, backend=backend))
     rng = np.random.default_rng(seed)
     try:
@@ -211,10 +209,6 @@ def a2c_training_throughput(
     seed: int = 0,
 ) -> dict[str, float]:
     """Training frames/s of the suite's A2C (or ``agent="mgrl"``: MGRL with K = 2) on Atari."""
-    from agents.a2c import A2CAgent, A2CConfig
-    from agents.mgrl import MGRLAgent, MGRLConfig
-    from envs.atari import AtariConfig
-
     env_config = AtariConfig(game, num_envs=num_envs)
     a2c = A2CConfig(num_envs=num_envs)
     runner = (

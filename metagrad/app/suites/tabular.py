@@ -1,4 +1,5 @@
-"""``metagrad bench tabular``: decomposed meta-gradient bias on random tabular MDPs.
+"""The ``tabular`` suite (``metagrad bench tabular``): decomposed meta-gradient bias on random
+tabular MDPs.
 
 A run is a list of *cells*; a cell is one meta-gradient recipe (:class:`MetaGradientSpec`) scored
 over ``num_tasks`` random MDPs x ``repeats`` estimates against the exact float64 meta-gradient.
@@ -16,15 +17,20 @@ so any cell can be recomputed alone with the same numbers.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
-from envs.tabular import TabularTask, random_task
-from envs.validation import check_int_fields
+from metagrad.app.claims import fit_loglog_slope, tabular_claims
+from metagrad.app.options import Option
+from metagrad.app.outputs import write_text_atomic
+from metagrad.app.plotting import series_panel
+from metagrad.app.rows import ResultRow, stage_setting
+from metagrad.app.suite import STAGED_SPEC_FIELDS, Cell, Suite, cell_seed, common_options, scored_row
 from metagrad.decomposed import (
     COMBINATIONS,
     CriticSpec,
@@ -33,20 +39,18 @@ from metagrad.decomposed import (
     exact_meta_gradient,
     sample_meta_gradients,
 )
+from metagrad.envs.tabular import TabularTask, random_task
 from metagrad.estimators import get_estimator
-from metagrad.plotting import fit_loglog_slope, series_panel
-from metagrad.results import Cell, cell_row, cell_seed
-from metagrad.scoring import score
+from metagrad.exact import Objective
+from metagrad.validation import check_int_fields, check_real
 
 __all__ = [
     "EXPERIMENTS",
     "PRESETS",
-    "Cell",
+    "SUITE",
     "TabularBenchConfig",
-    "fit_loglog_slope",
     "make_cells",
     "run_cell",
-    "run_tabular_bench",
     "write_plots",
     "write_summary",
 ]
@@ -82,7 +86,7 @@ class TabularBenchConfig:
     gamma: float = 0.8
     horizon: int = 20
     dirichlet_alpha: float = 0.001
-    objective: str = "finite"
+    objective: Objective = "finite"
     critic_noise: float = 1.0
     num_tasks: int = 10
     repeats: int = 20
@@ -111,8 +115,14 @@ class TabularBenchConfig:
             raise ValueError(f"sweep_n: sample sizes must be >= 1, got {self.sweep_n}")
         if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):
             raise ValueError("inner steps: K must be >= 0")
-        if self.critic_noise < 0:
-            raise ValueError(f"critic_noise: must be >= 0, got {self.critic_noise}")
+        check_real("critic_noise", self.critic_noise, minimum=0.0)
+        check_real("gamma", self.gamma, minimum=0.0, maximum=1.0)
+        check_real("dirichlet_alpha", self.dirichlet_alpha, minimum=0.0, open_min=True)
+        check_real("inner_lr", self.inner_lr)
+        for alpha in self.sweep_alpha:
+            check_real("sweep_alpha", alpha)
+        for c in self.hessian_bias_c:
+            check_real("hessian_bias_c", c, minimum=0.0)
         for est in (*self.estimators, *self.sweep_estimators):
             get_estimator(est)
         for combo in self.combinations:
@@ -197,17 +207,15 @@ def make_cells(config: TabularBenchConfig) -> list[Cell]:
     return cells
 
 
-def run_cell(
-    config: TabularBenchConfig,
-    cell: Cell,
-    tasks: list[TabularTask] | None = None,
-    *,
-    device: str = "cpu",
-    exact_cache: dict | None = None,
-) -> dict[str, Any]:
+@functools.lru_cache(maxsize=8)
+def _tasks(config: TabularBenchConfig) -> tuple[list[TabularTask], dict]:
+    """The tasks of a run and a cache of their exact meta-gradients (per process)."""
+    return config.tasks(), {}
+
+
+def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
     """Score one cell over all tasks; returns its result row (config, metrics, provenance)."""
-    tasks = config.tasks() if tasks is None else tasks
-    exact_cache = {} if exact_cache is None else exact_cache
+    tasks, exact_cache = _tasks(config)
     spec = cell.spec
     start = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
@@ -223,44 +231,37 @@ def run_cell(
             .reshape(config.repeats, -1)
             .cpu()
         )
-    metrics = score(
-        torch.stack(samples),
-        torch.stack(exact),
-        generator=torch.Generator().manual_seed(cell_seed(config, cell)),
-    )
-    fields = {
+    setting = {
+        **stage_setting(spec),
         "inner_steps": spec.inner_steps,
         "inner_lr": spec.inner_lr,
         "objective": spec.objective,
         "critic_noise": spec.critic.noise,
         "hessian_bias_c": spec.hessian_bias,
-        "episodes_per_estimate": episodes_per_estimate(spec),
-        "num_tasks": len(tasks),
     }
-    return cell_row(
-        "tabular", config, cell, metrics.to_dict(), fields, wall_s=time.perf_counter() - start, device=device
+    return scored_row(
+        "tabular",
+        config,
+        cell,
+        torch.stack(samples),
+        torch.stack(exact),
+        setting,
+        episodes_per_estimate=episodes_per_estimate(spec),
+        started=start,
+        device=device,
     )
 
 
-def run_tabular_bench(config: TabularBenchConfig, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
-    """Score every cell of ``config`` into the result store ``out`` (resuming), then write the
-    plots and ``<stem>_summary.md`` next to it: :func:`metagrad.suites.run_suite` for this suite
-    (keywords ``device``, ``progress``, ``plots``, ``backend``, ``workers``). Returns the rows."""
-    from metagrad.suites import run_suite
-
-    return run_suite("tabular", config, out, **kwargs)
-
-
-def _series(rows: list[dict], experiment: str, xkey: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _series(rows: list[ResultRow], experiment: str, xkey: str) -> dict[str, list[ResultRow]]:
+    out: dict[str, list[ResultRow]] = {}
     for r in rows:
-        if r["experiment"] == experiment:
-            label = r["estimator"] if experiment != "hessian_bias" else f"K={r['inner_steps']}"
+        if r.experiment == experiment:
+            label = r.estimator if experiment != "hessian_bias" else f"K={r.get('inner_steps')}"
             out.setdefault(label, []).append(r)
-    return {k: sorted(v, key=lambda r: r[xkey]) for k, v in out.items()}
+    return {k: sorted(v, key=lambda r: r.value(xkey)) for k, v in out.items()}
 
 
-def write_plots(rows: list[dict], folder: str | Path, stem: str = "tabular") -> list[Path]:
+def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> list[Path]:
     """PNG plots: corr vs n, bias vs n (log-log, fitted slope), bias vs K, bias vs alpha, MSE vs c."""
     folder = Path(folder)
     panels = [
@@ -289,38 +290,44 @@ def write_plots(rows: list[dict], folder: str | Path, stem: str = "tabular") -> 
     return written
 
 
-def write_summary(rows: list[dict], path: str | Path, total_seconds: float | None = None) -> Path:
+def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None = None) -> Path:
     """Markdown summary: the decomposition table and the fitted scaling of each sweep."""
     path = Path(path)
     lines = ["# Tabular meta-gradient bias", ""]
     if rows:
         r0 = rows[0]
         lines += [
-            f"Preset `{r0['preset']}`, objective `{r0['objective']}`, critic noise {r0['critic_noise']}, "
-            f"{r0['num_tasks']} tasks x {r0['repeats']} repeats, seed {r0['seed']}, "
-            f"commit `{r0['git_commit']}`."
+            f"Preset `{r0.preset}`, objective `{r0.get('objective')}`, critic noise "
+            f"{r0.get('critic_noise')}, {r0.metrics.num_tasks} tasks x {r0.metrics.repeats} repeats, "
+            f"seed {r0.seed}, commit `{r0.provenance.git_commit}`."
             + (f" Wall time {total_seconds:.1f} s." if total_seconds is not None else ""),
             "",
         ]
-    dec = [r for r in rows if r["experiment"] == "decomposition"]
+    dec = [r for r in rows if r.experiment == "decomposition"]
     if dec:
-        combos = list(dict.fromkeys(r["combination"] for r in dec))
-        ests = list(dict.fromkeys(r["estimator"] for r in dec))
-        for metric, fmt in (("corr", "{:.3f} ± {:.3f}"), ("bias_debiased", "{:.4f} [{:.4f}, {:.4f}]")):
+        combos = list(dict.fromkeys(r.get("combination") for r in dec))
+        ests = list(dict.fromkeys(r.estimator for r in dec))
+        by = {(r.estimator, r.get("combination")): r.metrics for r in dec}
+        d0 = dec[0]
+        n = d0.get("n_inner") or d0.get("n_hessian") or d0.get("n_outer")
+        for metric in ("corr", "bias_debiased"):
             lines += [
-                f"## Decomposition (K = {dec[0]['inner_steps']}, alpha = {dec[0]['inner_lr']}, "
-                f"n = {dec[0]['n_inner'] or dec[0]['n_hessian'] or dec[0]['n_outer']}): {metric}",
+                f"## Decomposition (K = {d0.get('inner_steps')}, alpha = {d0.get('inner_lr')}, n = {n}): "
+                f"{metric}",
                 "",
+                "| estimator | " + " | ".join(combos) + " |",
+                "|---" * (len(combos) + 1) + "|",
             ]
-            lines += ["| estimator | " + " | ".join(combos) + " |", "|---" * (len(combos) + 1) + "|"]
             for est in ests:
                 cells = []
                 for combo in combos:
-                    r = next(x for x in dec if x["estimator"] == est and x["combination"] == combo)
-                    if metric == "corr":
-                        cells.append(fmt.format(r["corr"], r["corr_se"]))
+                    m = by.get((est, combo))
+                    if m is None:
+                        cells.append("-")
+                    elif metric == "corr":
+                        cells.append(f"{m.corr:.3f} ± {m.corr_se:.3f}")
                     else:
-                        cells.append(fmt.format(r["bias_debiased"], r["bias_ci_low"], r["bias_ci_high"]))
+                        cells.append(f"{m.bias_debiased:.4f} [{m.bias_ci_low:.4f}, {m.bias_ci_high:.4f}]")
                 lines.append(f"| {est} | " + " | ".join(cells) + " |")
             lines.append("")
     for experiment, xkey, ykey in (
@@ -332,17 +339,61 @@ def write_summary(rows: list[dict], path: str | Path, total_seconds: float | Non
         series = _series(rows, experiment, xkey)
         if not series:
             continue
+        xs = list(dict.fromkeys(r.value(xkey) for rs in series.values() for r in rs))
         lines += [
             f"## {experiment}: {ykey} vs {xkey}",
             "",
-            "| series | "
-            + " | ".join(str(r[xkey]) for r in next(iter(series.values())))
-            + " | log-log slope |",
+            "| series | " + " | ".join(str(x) for x in xs) + " | log-log slope |",
+            "|---" * (len(xs) + 2) + "|",
         ]
-        lines.append("|---" * (len(next(iter(series.values()))) + 2) + "|")
         for label, rs in series.items():
-            slope = fit_loglog_slope([r[xkey] for r in rs], [r[ykey] for r in rs])
-            lines.append(f"| {label} | " + " | ".join(f"{r[ykey]:.4g}" for r in rs) + f" | {slope:.2f} |")
+            at = {r.value(xkey): r.value(ykey) for r in rs}
+            slope = fit_loglog_slope(list(at), list(at.values()))
+            values = " | ".join(f"{at[x]:.4g}" if x in at else "-" for x in xs)
+            lines.append(f"| {label} | {values} | {slope:.2f} |")
         lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def describe_preset(config: TabularBenchConfig) -> str:
+    """One line for ``metagrad list presets``."""
+    return (
+        f"{config.num_tasks} tasks x {config.repeats} repeats, objective {config.objective}, "
+        f"experiments {', '.join(config.experiments)}"
+    )
+
+
+SUITE = Suite(
+    name="tabular",
+    summary="decomposed MAML meta-gradients on random tabular MDPs (Liu et al. 2022)",
+    config_class=TabularBenchConfig,
+    spec_class=MetaGradientSpec,
+    spec_nested=STAGED_SPEC_FIELDS,
+    presets=PRESETS,
+    default_preset="liu2022",
+    experiments=EXPERIMENTS,
+    make_cells=make_cells,
+    score_cell=run_cell,
+    write_plots=write_plots,
+    write_summary=write_summary,
+    claims=tabular_claims,
+    options=(
+        *common_options(estimators=("estimators", "sweep_estimators")),
+        Option("--num-tasks", ("num_tasks",), "int", "random MDPs per cell"),
+        Option("--n", ("n",), "int", "episodes per estimated stage (decomposition)"),
+        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
+    ),
+    setting_fields=(
+        "combination",
+        "n_inner",
+        "n_hessian",
+        "n_outer",
+        "inner_steps",
+        "inner_lr",
+        "hessian_bias_c",
+        "objective",
+    ),
+    describe_preset=describe_preset,
+    in_default_run=True,
+)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["config_hash", "git_commit", "package_versions", "run_metadata"]
+from metagrad.app.rows import Provenance
+
+__all__ = ["config_hash", "git_commit", "package_versions", "provenance", "run_metadata"]
 
 _PACKAGES = (
     "metagrad",
@@ -66,11 +68,16 @@ def git_commit() -> str:
 
 
 def run_metadata(device: str | torch.device = "cpu") -> dict[str, object]:
-    """Versions, git commit, device and torch thread count for a result row."""
-    return {
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "host": platform.node(),
-    }
+    """Versions, git commit, device and torch thread count, as a dict for JSON outputs."""
+    return provenance(device).to_json()
+
+
+def provenance(device: str | torch.device = "cpu") -> Provenance:
+    """The provenance of a result row computed in this process on ``device``."""
+    return Provenance(
+        versions=package_versions(),
+        git_commit=git_commit(),
+        device=str(device),
+        torch_threads=torch.get_num_threads(),
+        host=platform.node(),
+    )

@@ -1,4 +1,5 @@
-"""``metagrad bench atari``: MGRL meta-gradient estimators where no closed form exists.
+"""The ``atari`` suite (``metagrad bench atari``): MGRL meta-gradient estimators where no closed
+form exists.
 
 At a fixed agent state (a seeded Nature-CNN actor-critic, optionally after ``warmup_frames`` of
 A2C, with gamma 0.99, lambda 0.95 and the loss coefficients as meta-parameters), every cell
@@ -26,15 +27,22 @@ from typing import Any, ClassVar
 
 import torch
 
-from envs.validation import check_int_fields
-from metagrad.decomposed import StagedSpec, StageSpec
+from metagrad.agents.a2c import A2CAgent, A2CConfig, build_model, collect_rollout
+from metagrad.agents.mgrl import MGRLConfig, initial_meta_parameters, meta_gradient
+from metagrad.app.options import Option
+from metagrad.app.outputs import write_text_atomic
+from metagrad.app.plotting import new_figure, save_figure
+from metagrad.app.rows import ResultRow
+from metagrad.app.suite import Cell, Suite, cell_seed, common_options, make_row
+from metagrad.envs.atari import BACKENDS, AtariConfig, AtariVector, rom_id
 from metagrad.estimators import get_estimator
-from metagrad.results import Cell, cell_row, cell_seed
 from metagrad.scoring import score
+from metagrad.validation import check_int, check_int_fields
 
 __all__ = [
     "EXPERIMENTS",
     "PRESETS",
+    "SUITE",
     "AtariBenchConfig",
     "AtariMetaSpec",
     "make_atari_cells",
@@ -60,19 +68,24 @@ _CELL_FIELDS = (
 
 
 @dataclass(frozen=True)
-class AtariMetaSpec(StagedSpec):
-    """The recipe of one MGRL estimate: the inner surrogate at the inner (value) and Hessian
-    (Jacobian) stages with ``n`` parallel games per rollout, the outer ``pg`` loss, K steps."""
+class AtariMetaSpec:
+    """The recipe of one MGRL estimate: ``estimator``, the inner surrogate (one rollout of ``n``
+    parallel games gives both the value and the Jacobian of each of the K inner updates), the
+    outer loss is the fixed policy-gradient loss on a fresh rollout; ``scale`` consecutive
+    rollouts side by side per batch."""
 
-    inner: StageSpec = dataclasses.field(default_factory=StageSpec)
-    hessian: StageSpec = dataclasses.field(default_factory=StageSpec)
-    outer: StageSpec = dataclasses.field(default_factory=StageSpec)
+    estimator: str = "pg"
+    n: int = 16
     inner_steps: int = 2
     learn_coefs: bool = True
     scale: int = 1
 
     def __post_init__(self) -> None:
-        self.check_stages()
+        get_estimator(self.estimator)
+        check_int_fields(self, ("n", "inner_steps", "scale"), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -97,16 +110,13 @@ class AtariBenchConfig:
     experiments: tuple[str, ...] = EXPERIMENTS
 
     def __post_init__(self) -> None:
-        from envs.atari import BACKENDS, rom_id
-
         try:
             rom_id(self.env)
         except ValueError as exc:
             raise ValueError(f"env: unknown env {self.env!r} ({exc})") from exc
         check_int_fields(self, ("num_envs", "n_steps", "inner_steps", "reference_scale"), 1)
         check_int_fields(self, ("repeats", "reference_repeats"), 2)
-        if self.warmup_frames < 0:
-            raise ValueError(f"warmup_frames: must be >= 0, got {self.warmup_frames}")
+        check_int("warmup_frames", self.warmup_frames, 0)
         for est in (*self.estimators, self.reference_estimator):
             get_estimator(est)
         if self.backend not in BACKENDS:
@@ -116,10 +126,7 @@ class AtariBenchConfig:
             raise ValueError(f"experiments: unknown {sorted(unknown)}")
 
     def spec(self, estimator: str, scale: int = 1) -> AtariMetaSpec:
-        stage = StageSpec(estimator, self.num_envs * scale)
-        return AtariMetaSpec(
-            stage, stage, StageSpec("pg", self.num_envs * scale), self.inner_steps, True, scale
-        )
+        return AtariMetaSpec(estimator, self.num_envs * scale, self.inner_steps, True, scale)
 
 
 PRESETS: dict[str, AtariBenchConfig] = {
@@ -138,8 +145,6 @@ def make_atari_cells(config: AtariBenchConfig) -> list[Cell]:
 @functools.lru_cache(maxsize=4)
 def _agent_state(config: AtariBenchConfig, device: str) -> dict[str, Any]:
     """The fixed agent state (parameters and RMSprop statistics), after the optional warm-up."""
-    from agents.a2c import A2CAgent, A2CConfig
-    from envs.atari import AtariConfig
 
     agent = A2CAgent(
         A2CConfig(num_envs=config.num_envs, n_steps=config.n_steps),
@@ -161,9 +166,6 @@ def _estimates(
     config: AtariBenchConfig, spec: AtariMetaSpec, repeats: int, seed: int, device: str
 ) -> torch.Tensor:
     """``[repeats, D]`` meta-gradient estimates (D meta-parameters) with their own env and seed."""
-    from agents.a2c import A2CConfig, build_model, collect_rollout
-    from agents.mgrl import MGRLConfig, initial_meta_parameters, meta_gradient
-    from envs.atari import AtariConfig, AtariVector
 
     state = _agent_state(config, device)
     env = AtariVector(AtariConfig(config.env, num_envs=config.num_envs, backend=config.backend))
@@ -171,7 +173,7 @@ def _estimates(
     mgrl = MGRLConfig(
         A2CConfig(num_envs=config.num_envs, n_steps=config.n_steps),
         inner_steps=spec.inner_steps,
-        estimator=spec.inner.estimator,
+        estimator=spec.estimator,
         learn_coefs=spec.learn_coefs,
     )
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -208,7 +210,7 @@ def reference_meta_gradient(
     return samples.mean(0), samples.std(0) / math.sqrt(samples.shape[0])
 
 
-def run_atari_cell(config: AtariBenchConfig, cell: Cell, device: str = "cpu") -> dict[str, Any]:
+def run_atari_cell(config: AtariBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
     """Score one estimator against the reference; returns its result row."""
     start = time.perf_counter()
     reference, reference_se = reference_meta_gradient(config, device)
@@ -219,62 +221,64 @@ def run_atari_cell(config: AtariBenchConfig, cell: Cell, device: str = "cpu") ->
         samples.unsqueeze(0),
         reference.unsqueeze(0),
         generator=torch.Generator().manual_seed(cell_seed(config, cell)),
-    ).to_dict()
+    )  # scored here too: the row needs the squared bias to remove the reference's noise
     ref_var = float((reference_se**2).sum())
-    fields = {
+    setting = {
+        "inner": cell.spec.estimator,
+        "n_inner": cell.spec.n,
         "game": config.env,
         "inner_steps": config.inner_steps,
-        "episodes_per_estimate": (config.inner_steps + 1) * config.num_envs,
         "frames_per_estimate": (config.inner_steps + 1) * config.num_envs * config.n_steps * 4,
         "reference_estimator": config.reference_estimator,
         "reference_scale": config.reference_scale,
         "reference_repeats": config.reference_repeats,
         "reference": reference.tolist(),
         "reference_se": math.sqrt(ref_var),
-        "bias_sq_debiased_vs_reference": metrics["bias_sq_debiased"] - ref_var,
-        "num_tasks": 1,
+        "bias_sq_debiased_vs_reference": metrics.bias_sq_debiased - ref_var,
     }
-    return cell_row("atari", config, cell, metrics, fields, wall_s=time.perf_counter() - start, device=device)
+    return make_row(
+        "atari",
+        config,
+        cell,
+        metrics,
+        setting,
+        episodes_per_estimate=(config.inner_steps + 1) * config.num_envs,
+        wall_s=time.perf_counter() - start,
+        device=device,
+    )
 
 
-def write_atari_plots(rows: list[dict], folder: str | Path, stem: str = "atari") -> list[Path]:
+def write_atari_plots(rows: list[ResultRow], folder: Path, stem: str = "atari") -> list[Path]:
     """One PNG: MSE and debiased bias (with CI) per inner estimator."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not rows:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    names = [r["estimator"] for r in rows]
-    axes[0].bar(names, [r["mse"] for r in rows], yerr=[r["mse_se"] for r in rows], capsize=3)
+    fig, axes = new_figure((9, 3.6), ncols=2)
+    names = [r.estimator for r in rows]
+    m = [r.metrics for r in rows]
+    axes[0].bar(names, [x.mse for x in m], yerr=[x.mse_se for x in m], capsize=3)
     axes[0].set_ylabel("MSE vs reference")
-    low = [r["bias_debiased"] - r["bias_ci_low"] for r in rows]
-    high = [r["bias_ci_high"] - r["bias_debiased"] for r in rows]
-    axes[1].bar(names, [r["bias_debiased"] for r in rows], yerr=[low, high], capsize=3)
+    low = [x.bias_debiased - x.bias_ci_low for x in m]
+    high = [x.bias_ci_high - x.bias_debiased for x in m]
+    axes[1].bar(names, [x.bias_debiased for x in m], yerr=[low, high], capsize=3)
     axes[1].set_ylabel("debiased bias vs reference")
+    r0 = rows[0]
     fig.suptitle(
-        f"MGRL meta-gradient estimators, {rows[0]['game']} (reference s.e. {rows[0]['reference_se']:.3g})"
+        f"MGRL meta-gradient estimators, {r0.get('game')} (reference s.e. {r0.get('reference_se'):.3g})"
     )
-    fig.tight_layout()
-    path = Path(folder) / f"{stem}_estimators.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, Path(folder) / f"{stem}_estimators.png")]
 
 
-def write_atari_summary(rows: list[dict], path: str | Path, total_seconds: float | None = None) -> Path:
+def write_atari_summary(rows: list[ResultRow], path: Path, total_seconds: float | None = None) -> Path:
     """Markdown table of the estimators against the reference."""
     path = Path(path)
     lines = ["# MGRL meta-gradient estimators on Atari (no closed form: scored against a reference)", ""]
     if rows:
         r0 = rows[0]
         lines += [
-            f"{r0['game']}, K = {r0['inner_steps']}, {r0['repeats']} estimates per estimator; reference: "
-            f"{r0['reference_estimator']} with {r0['reference_scale']}x the episodes, mean of "
-            f"{r0['reference_repeats']} estimates, standard error (norm) {r0['reference_se']:.4g}; "
-            f"commit `{r0['git_commit']}`."
+            f"{r0.get('game')}, K = {r0.get('inner_steps')}, {r0.metrics.repeats} estimates per "
+            f"estimator; reference: {r0.get('reference_estimator')} with {r0.get('reference_scale')}x the "
+            f"episodes, mean of {r0.get('reference_repeats')} estimates, standard error (norm) "
+            f"{r0.get('reference_se'):.4g}; commit `{r0.provenance.git_commit}`."
             + (f" Cell compute {total_seconds:.0f} s." if total_seconds else ""),
             "",
             "| inner estimator | corr | cosine of mean | debiased bias [CI] | bias^2 minus both noises "
@@ -282,11 +286,43 @@ def write_atari_summary(rows: list[dict], path: str | Path, total_seconds: float
             "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
+            m = r.metrics
             lines.append(
-                f"| {r['estimator']} | {r['corr']:.3f} ± {r['corr_se']:.3f} | {r['cosine_of_mean']:.3f} "
-                f"| {r['bias_debiased']:.4g} [{r['bias_ci_low']:.3g}, {r['bias_ci_high']:.3g}] "
-                f"| {r['bias_sq_debiased_vs_reference']:.4g} | {r['variance']:.4g} "
-                f"| {r['mse']:.4g} ± {r['mse_se']:.2g} |"
+                f"| {r.estimator} | {m.corr:.3f} ± {m.corr_se:.3f} | {m.cosine_of_mean:.3f} "
+                f"| {m.bias_debiased:.4g} [{m.bias_ci_low:.3g}, {m.bias_ci_high:.3g}] "
+                f"| {r.get('bias_sq_debiased_vs_reference'):.4g} | {m.variance:.4g} "
+                f"| {m.mse:.4g} ± {m.mse_se:.2g} |"
             )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def describe_preset(config: AtariBenchConfig) -> str:
+    """One line for ``metagrad list presets``."""
+    return (
+        f"{config.env}, {config.num_envs} games x {config.n_steps} steps, K = {config.inner_steps}, "
+        f"{config.repeats} estimates per estimator, reference {config.reference_estimator} "
+        f"x{config.reference_scale} from {config.reference_repeats}"
+    )
+
+
+SUITE = Suite(
+    name="atari",
+    summary="MGRL meta-gradient estimators on ALE games, against a high-budget reference (Xu et al. 2018)",
+    config_class=AtariBenchConfig,
+    spec_class=AtariMetaSpec,
+    presets=PRESETS,
+    default_preset="xu2018",
+    experiments=EXPERIMENTS,
+    make_cells=make_atari_cells,
+    score_cell=run_atari_cell,
+    write_plots=write_atari_plots,
+    write_summary=write_atari_summary,
+    options=(
+        *common_options(),
+        Option("--n", ("num_envs",), "int", "parallel games per rollout (atari)"),
+        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
+    ),
+    setting_fields=("game", "n_inner", "inner_steps", "reference_estimator", "reference_scale"),
+    describe_preset=describe_preset,
+)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from metagrad.store import ResultStore
-from metagrad.suites import cell_from_row, score_tasks
+from metagrad.app.rows import ResultRow
+from metagrad.app.runner import cell_from_row, score_tasks
+from metagrad.app.store import ResultStore
 
 __all__ = ["CHECKED_METRICS", "Movement", "check_against"]
 
@@ -48,17 +48,12 @@ class Movement:
         )
 
 
-def _interval(row: dict[str, Any], metric: str, z: float) -> tuple[float, float]:
+def _interval(row: ResultRow, metric: str, z: float) -> tuple[float, float]:
     se_field = CHECKED_METRICS[metric]
     if se_field is None:
-        return row["bias_ci_low"], row["bias_ci_high"]
-    half = z * row[se_field]
-    return row[metric] - half, row[metric] + half
-
-
-def _label(row: dict[str, Any]) -> str:
-    tags = " ".join(str(v) for v in (row.get("cell") or {}).get("tags", {}).values())
-    return f"{row['bench']}/{row['experiment']}/{row['estimator']}/{row['combination']} {tags}".strip()
+        return row.metrics.bias_ci_low, row.metrics.bias_ci_high
+    value, half = row.value(metric), z * row.value(se_field)
+    return value - half, value + half
 
 
 def check_against(
@@ -72,7 +67,7 @@ def check_against(
     z: float = 1.96,
     progress: bool = True,
     fresh_out: str | Path | None = None,
-) -> tuple[list[Movement], list[dict[str, Any]], list[str]]:
+) -> tuple[list[Movement], list[ResultRow], list[str]]:
     """Recompute the cells stored in ``path`` and compare.
 
     Returns ``(movements, fresh_rows, problems)``; an empty ``movements`` means no metric moved
@@ -104,7 +99,7 @@ def check_against(
     for old, new in zip(stored, fresh, strict=True):
         for metric in CHECKED_METRICS:
             low, high = _interval(old, metric, z)
-            value = new[metric]
-            if not (low <= value <= high) and value != old[metric]:
-                movements.append(Movement(old["cell_id"], _label(old), metric, old[metric], value, low, high))
+            value, before = new.value(metric), old.value(metric)
+            if not (low <= value <= high) and value != before:
+                movements.append(Movement(old.cell_id, old.label, metric, before, value, low, high))
     return movements, fresh, loaded.problems

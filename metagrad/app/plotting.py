@@ -1,28 +1,29 @@
-"""Shared matplotlib helpers of the benches (headless: the Agg backend)."""
+"""Shared matplotlib helpers of the benches and comparisons.
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, no pyplot state, no
+display needed) and saved atomically (:mod:`metagrad.app.outputs`).
+"""
 
 from __future__ import annotations
 
-import math
+import io
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-__all__ = ["curves_panel", "fit_loglog_slope", "mean_se", "series_panel"]
+from metagrad.app.claims import fit_loglog_slope
+from metagrad.app.outputs import write_bytes_atomic
+from metagrad.app.rows import METRIC_FIELDS, ResultRow
 
-
-def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (points with y <= 0 are dropped)."""
-    pts = [(math.log(a), math.log(b)) for a, b in zip(x, y, strict=True) if a > 0 and b > 0]
-    if len(pts) < 2:
-        return float("nan")
-    xs, ys = np.array(pts).T
-    return float(np.polyfit(xs, ys, 1)[0])
+__all__ = ["curves_panel", "mean_se", "new_figure", "save_figure", "series_panel"]
 
 
 def series_panel(
     path: str | Path,
-    series: dict[str, list[dict]],
+    series: dict[str, list[ResultRow]],
     xkey: str,
     ykey: str,
     *,
@@ -36,14 +37,17 @@ def series_panel(
     Error bars: the bootstrap CI for ``bias_debiased``, else the row's ``{ykey}_se`` when present.
     On log-log axes the legend gives each series' fitted slope.
     """
-    fig, ax = _axes((5.5, 4))
+    fig, ax = new_figure((5.5, 4))
     for label, rows in series.items():
-        x = [r[xkey] for r in rows]
-        y = [r[ykey] for r in rows]
+        x = [r.value(xkey) for r in rows]
+        y = [r.value(ykey) for r in rows]
         if ykey == "bias_debiased":
-            err = [[r[ykey] - r["bias_ci_low"] for r in rows], [r["bias_ci_high"] - r[ykey] for r in rows]]
+            err = [
+                [r.metrics.bias_debiased - r.metrics.bias_ci_low for r in rows],
+                [r.metrics.bias_ci_high - r.metrics.bias_debiased for r in rows],
+            ]
         else:
-            err = [r[f"{ykey}_se"] for r in rows] if all(f"{ykey}_se" in r for r in rows) else None
+            err = [r.value(f"{ykey}_se") for r in rows] if f"{ykey}_se" in METRIC_FIELDS else None
         if loglog:
             label = f"{label} (slope {fit_loglog_slope(x, y):.2f})"
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
@@ -53,30 +57,31 @@ def series_panel(
     return _save(fig, ax, path, xlabel, ylabel, title, legend_size=7)
 
 
-def _axes(figsize: tuple[float, float]):
-    """A new figure and axes on the headless Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=figsize)
+def new_figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
+    """A new figure and its axes (one, or a row of ``ncols``), independent of pyplot."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
 
 
-def _save(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str, *, legend_size: int) -> Path:
-    """Label, legend, grid, save as PNG (dpi 110) and close."""
-    import matplotlib.pyplot as plt
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
+    """Lay out and save ``fig`` (format from the suffix) atomically."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    return write_bytes_atomic(path, buffer.getvalue())
 
+
+def _save(
+    fig: Figure, ax: Any, path: str | Path, xlabel: str, ylabel: str, title: str, *, legend_size: int
+) -> Path:
+    """Label, legend, grid, save and return the path."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def mean_se(values: Iterable[float]) -> tuple[float, float]:
@@ -97,7 +102,7 @@ def curves_panel(
 ) -> Path:
     """One PNG of learning curves: per label, ``(x, runs)`` with ``runs [seeds][len(x)]``; the
     line is the mean over runs and the band one standard error."""
-    fig, ax = _axes((6.5, 4.2))
+    fig, ax = new_figure((6.5, 4.2))
     for label, (x, runs) in curves.items():
         y = np.asarray(runs, dtype=float)
         mean = y.mean(0)

@@ -4,7 +4,7 @@ Agents (all on the DeepMind preprocessing, 16 games x 5-step rollouts by default
 
 * ``sb3_a2c``: stable-baselines3's A2C with its own Atari wrappers (``make_atari_env`` +
   ``VecFrameStack(4)``; RL Zoo settings: entropy 0.01, value 0.25, RMSprop 7e-4), the reference;
-* ``a2c``: the suite's A2C (:mod:`agents.a2c`);
+* ``a2c``: the suite's A2C (:mod:`metagrad.agents.a2c`);
 * ``mgrl_pg``: MGRL with the plain policy-gradient inner surrogate (common MGRL code);
 * ``mgrl_lvc``: MGRL with the LVC inner surrogate (the low-bias Hessian of Liu et al. 2022).
 
@@ -27,11 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3 import A2C
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_atari_env
+from stable_baselines3.common.vec_env import VecFrameStack
+from tqdm.auto import tqdm
 
-from envs.validation import check_int_fields
-from metagrad.plotting import curves_panel, mean_se
-from metagrad.provenance import run_metadata
-from metagrad.results import write_csv, write_jsonl
+from metagrad.agents.a2c import A2CAgent, A2CConfig
+from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
+from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.options import Option
+from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.provenance import run_metadata
+from metagrad.envs.atari import BACKENDS, AtariConfig, rom_id
+from metagrad.validation import check_int_fields
 
 __all__ = ["AGENTS", "AtariCompareConfig", "run_atari_agent", "run_atari_compare"]
 
@@ -52,8 +62,6 @@ class AtariCompareConfig:
     curve_points: int = 50
 
     def __post_init__(self) -> None:
-        from envs.atari import BACKENDS, rom_id
-
         for game in self.games:
             rom_id(game)
         unknown = [a for a in self.agents if a not in AGENTS]
@@ -86,13 +94,6 @@ class _Curve:
 def _run_sb3(
     game: str, config: AtariCompareConfig, seed: int, device: str, report: Callable
 ) -> dict[str, Any]:
-    from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.vec_env import VecFrameStack
-
-    from envs.atari import rom_id
-
     env_id = "".join(part.capitalize() for part in rom_id(game).split("_")) + "NoFrameskip-v4"
     env = VecFrameStack(make_atari_env(env_id, n_envs=config.num_envs, seed=seed), n_stack=4)
 
@@ -112,10 +113,6 @@ def run_atari_agent(
     agent: str, game: str, config: AtariCompareConfig, seed: int, *, device: str = "cpu", progress: Any = None
 ) -> dict[str, Any]:
     """Train one agent on one game for ``config.frames`` frames; returns its curve and scores."""
-    from agents.a2c import A2CAgent, A2CConfig
-    from agents.mgrl import MGRLAgent, MGRLConfig
-    from envs.atari import AtariConfig
-
     curve = _Curve(config.frames, config.curve_points)
     start = time.perf_counter()
     seen = [0]
@@ -169,8 +166,6 @@ def run_atari_compare(
     config: AtariCompareConfig, out: str | Path = "results", *, device: str = "cpu", progress: bool = True
 ) -> list[dict[str, Any]]:
     """Every agent on every game for every seed; writes curves, rows, table and plots to ``out``."""
-    from tqdm.auto import tqdm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [(g, a, s) for g in config.games for a in config.agents for s in config.seeds]
@@ -235,4 +230,21 @@ def _write_table(rows: list[dict], config: AtariCompareConfig, path: Path) -> No
                 f"| {game} | {agent} | {m:.2f} ± {se:.2f} | {sum(r['episodes'] for r in rs)} "
                 f"| {np.mean([r['frames_per_s'] for r in rs]):.0f} | {gl} |"
             )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+COMPARISON = Comparison(
+    name="atari",
+    summary="A2C (SB3 reference, the suite's), MGRL-pg and MGRL-LVC on ALE games",
+    config_class=AtariCompareConfig,
+    run=run_atari_compare,
+    table="atari_compare.md",
+    options=(
+        seeds_option(),
+        Option("--games", ("games",), "names", "atari: comma-separated games, e.g. pong,breakout"),
+        Option("--agents", ("agents",), "names", f"atari: from {','.join(AGENTS)}"),
+        Option("--frames", ("frames",), "int", "atari: frames per run (4 per agent step)"),
+        Option("--n", ("num_envs",), "int", "atari: parallel games"),
+        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
+    ),
+)

@@ -1,0 +1,120 @@
+"""Execution backends: where the cells of a run are scored.
+
+* ``serial``: in this process;
+* ``local`` (the default): a process pool of ``workers`` processes, one torch thread each;
+* ``ray``: Ray tasks on a running cluster (``address``) or on a local Ray started with
+  ``workers`` CPUs (``pip install metagrad[ray]``).
+
+Every cell seeds its own randomness from its key, so the rows do not depend on the backend, the
+worker count or the completion order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import torch
+
+from metagrad.app.rows import ResultRow
+from metagrad.app.suite import Cell
+from metagrad.app.suites import get_suite
+
+__all__ = ["BACKENDS", "Task", "execute", "import_plugins", "run_task"]
+
+BACKENDS = ("local", "serial", "ray")
+
+Task = tuple[str, Any, Cell]  # (suite name, config, cell)
+
+
+def import_plugins(plugins: tuple[str, ...]) -> None:
+    """Import the user's modules (e.g. ones that register estimators) in this process."""
+    for module in plugins:
+        importlib.import_module(module)
+
+
+def _init_worker(threads: int, plugins: tuple[str, ...]) -> None:
+    torch.set_num_threads(threads)
+    import_plugins(plugins)
+
+
+def run_task(suite: str, config: Any, cell: Cell, device: str, plugins: tuple[str, ...] = ()) -> ResultRow:
+    """Score one cell (the unit of work every backend runs)."""
+    import_plugins(plugins)
+    return get_suite(suite).score_cell(config, cell, device)
+
+
+def execute(
+    tasks: list[Task],
+    *,
+    backend: str,
+    workers: int,
+    address: str | None,
+    device: str,
+    plugins: tuple[str, ...],
+) -> Iterator[ResultRow]:
+    """Rows of ``tasks`` in completion order."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if not tasks:
+        return
+    if backend == "serial" or (backend == "local" and workers == 1):
+        for suite, config, cell in tasks:
+            yield run_task(suite, config, cell, device, plugins)
+        return
+    if backend == "local":
+        yield from _execute_local(tasks, workers=workers, device=device, plugins=plugins)
+        return
+    yield from _execute_ray(tasks, workers=workers, address=address, device=device, plugins=plugins)
+
+
+def _execute_local(
+    tasks: list[Task], *, workers: int, device: str, plugins: tuple[str, ...]
+) -> Iterator[ResultRow]:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(1, plugins)
+    ) as pool:
+        futures = [
+            pool.submit(run_task, suite, config, cell, device, plugins) for suite, config, cell in tasks
+        ]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _execute_ray(
+    tasks: list[Task], *, workers: int, address: str | None, device: str, plugins: tuple[str, ...]
+) -> Iterator[ResultRow]:
+    try:
+        ray = importlib.import_module("ray")
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError("backend 'ray' needs Ray: pip install 'metagrad[ray]'") from exc
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_task)
+        pending = [remote.remote(suite, config, cell, device, plugins) for suite, config, cell in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_task(suite: str, config: Any, cell: Cell, device: str, plugins: tuple[str, ...]) -> ResultRow:
+    torch.set_num_threads(1)
+    return run_task(suite, config, cell, device, plugins)

@@ -1,0 +1,391 @@
+"""The ``metagrad`` command line: ``list``, ``perf``, ``bench``, ``report``, ``check``, ``compare``.
+
+``bench`` and ``compare`` are built from the plugin registries (:data:`metagrad.app.suites.SUITES`,
+:data:`metagrad.app.compare.COMPARISONS`): their choices, presets and options come from the
+plugins, so adding a suite or a comparison needs no change here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metagrad.app import perf
+from metagrad.app.check import check_against
+from metagrad.app.compare import COMPARISONS, get_comparison
+from metagrad.app.options import Option, collect_overrides
+from metagrad.app.provenance import run_metadata
+from metagrad.app.report import evaluate_claims, write_outputs
+from metagrad.app.runner import RunResults, run_bench
+from metagrad.app.store import ResultStore
+from metagrad.app.suites import SUITES, default_runs, get_suite
+from metagrad.envs import ENV_IDS
+from metagrad.estimators import ESTIMATORS
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_STORE = "results/rows.jsonl"
+
+
+def _set_threads(n: int) -> None:
+    # 2-core machines: torch's default intra-op threads can be 10-400x slower under contention.
+    if n < 1:
+        raise SystemExit(f"metagrad: --threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+
+
+def _check_device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"metagrad: --device {device} requested but CUDA is not available")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise SystemExit(f"metagrad: --device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    return device
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    what = args.what
+    if what in ("all", "estimators"):
+        print("estimators:")
+        for info in ESTIMATORS.values():
+            print(f"  {info.name:<16} {info.summary}")
+            print(
+                f"  {'':<16} unbiased orders: {info.unbiased_orders}; critic: {info.uses_critic}; "
+                f"off-policy: {info.off_policy}; ref: {info.reference}"
+            )
+    if what in ("all", "envs"):
+        print("environments:")
+        for env_id, desc in ENV_IDS.items():
+            print(f"  {env_id:<28} {desc}")
+        print(
+            f"  {'ALE/<Game>-v5':<28} any ALE game through metagrad.envs.atari.AtariVector "
+            "(DeepMind preprocessing, ale-py vector env or Gymnasium AsyncVectorEnv)"
+        )
+    if what in ("all", "presets", "suites"):
+        for suite in SUITES.values():
+            when = "in the default run" if suite.in_default_run else "only when asked"
+            print(f"suite {suite.name} ({when}): {suite.summary}")
+            print(f"  presets (metagrad bench {suite.name} --preset NAME; default {suite.default_preset}):")
+            for name, config in suite.presets.items():
+                print(f"    {name:<13} {suite.describe_preset(config)}")
+            print(f"  experiments: {', '.join(suite.experiments)}")
+    return 0
+
+
+def _cmd_perf(args: argparse.Namespace) -> int:
+    device = _check_device(args.device)
+    engine = perf.rollout_throughput(num_episodes=args.episodes, device=device)
+    loop = perf.python_loop_throughput(num_episodes=args.loop_episodes)
+    ratio = engine["steps_per_s"] / loop["steps_per_s"]
+    print(
+        f"batched rollout (S=20, A=5, H=20, B={args.episodes}, log-probs recorded, {device}, "
+        f"{torch.get_num_threads()} thread(s)): {engine['steps_per_s'] / 1e6:.2f} M env-steps/s"
+    )
+    print(f"python loop over the Gymnasium env: {loop['steps_per_s'] / 1e3:.1f} k env-steps/s")
+    print(f"speed-up: {ratio:.0f}x")
+    ipd = perf.ipd_rollout_throughput(device=device)
+    print(
+        f"IPD engine (B=4096, H=100, no grad, float64, {device}): "
+        f"{ipd['steps_per_s'] / 1e6:.2f} M joint steps/s"
+    )
+    lola = perf.lola_dice_update_rate(device=device)
+    print(
+        f"LOLA-DiCE, two agents, 128 inner + 128 outer episodes of 100 steps: "
+        f"{lola['updates_per_s']:.1f} simultaneous updates/s"
+    )
+    if args.atari:
+        ale = perf.atari_env_throughput()
+        fallback = perf.atari_env_throughput(backend="gymnasium")
+        print(
+            "Atari (breakout, 16 games, random actions): "
+            f"ale-py vector env {ale['frames_per_s']:.0f} frames/s, "
+            f"Gymnasium AsyncVectorEnv {fallback['frames_per_s']:.0f} frames/s"
+        )
+        for agent in ("a2c", "mgrl"):
+            rate = perf.a2c_training_throughput(agent=agent, device=device)
+            print(
+                f"{agent.upper()} training (16 games x 5 steps, {device}): "
+                f"{rate['frames_per_s']:.0f} frames/s"
+            )
+    maml = perf.maml_meta_iteration_time(device=device)
+    print(
+        "MAML meta-iteration, meta-batch 20, K = 1, 32 episodes per stage, 20x5 MDPs: "
+        f"{maml['seconds_per_iteration'] * 1e3:.1f} ms"
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "rollout": engine,
+                    "python_loop": loop,
+                    "speedup": ratio,
+                    "ipd_rollout": ipd,
+                    "lola_dice_update": lola,
+                    "maml_meta_iteration": maml,
+                    **run_metadata(device),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    return 0
+
+
+def _given(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, str]:
+    """The option values given on the command line, by destination."""
+    return {o.dest: getattr(args, o.dest) for o in options if getattr(args, o.dest, None) is not None}
+
+
+def _bench_runs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The validated ``(suite, config)`` runs of a ``bench`` call (nothing runs before this)."""
+    plan = [(args.suite, args.preset)] if args.suite else [(s, args.preset or p) for s, p in default_runs()]
+    every = {o.dest: o for s in SUITES.values() for o in s.options}
+    given = _given(args, every.values())
+    experiments = tuple(x.strip() for x in (args.experiments or "").split(",") if x.strip())
+    suites = [get_suite(name) for name, _ in plan]
+    if experiments:
+        allowed = {e for s in suites for e in s.experiments}
+        unknown = sorted(set(experiments) - allowed)
+        if unknown:
+            raise SystemExit(f"metagrad: bad bench configuration: experiments: unknown {unknown}")
+    for dest in given:
+        if not any(s.option(dest) for s in suites):
+            names = ", ".join(s.name for s in suites)
+            raise SystemExit(f"metagrad: --{dest.replace('_', '-')} is not an option of suite(s) {names}")
+    runs = []
+    for suite, (_, preset) in zip(suites, plan, strict=True):
+        if preset is not None and preset not in suite.presets:
+            raise SystemExit(
+                f"metagrad: bad bench configuration: preset: unknown preset {preset!r} for {suite.name}; "
+                f"known: {sorted(suite.presets)}"
+            )
+        try:
+            overrides = collect_overrides(suite.options, given)
+        except ValueError as exc:
+            raise SystemExit(f"metagrad: {exc}") from exc
+        if experiments:
+            mine = tuple(e for e in experiments if e in suite.experiments)
+            if not mine:
+                continue
+            overrides["experiments"] = mine
+        try:
+            runs.append((suite.name, suite.config(preset, **overrides)))
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"metagrad: bad bench configuration: {exc}") from exc
+    return runs
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return Path(args.store or DEFAULT_STORE)
+
+
+def _print_written(written: dict[str, Path], total: int, store: Path) -> None:
+    print(
+        f"{total} cells in {store}; leaderboard {written['leaderboard']}; report {written['report']}; "
+        f"per-run summaries and plots in {store.parent}/"
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    device = _check_device(args.device)
+    runs = _bench_runs(args)
+    store = _store_path(args)
+    if args.fresh and store.exists():
+        store.unlink()
+    try:
+        results = run_bench(
+            runs,
+            store,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            device=device,
+            progress=not args.no_progress,
+            plugins=tuple(args.imports),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: {exc}") from exc
+    written = write_outputs(results, store.parent)
+    _print_written(written, sum(len(rows) for rows in results.values()), store)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    store = _store_path(args)
+    loaded = ResultStore(store).load(warn=False)
+    for problem in loaded.problems:
+        print(f"metagrad: {problem}", file=sys.stderr)
+    if not loaded.rows:
+        raise SystemExit(f"metagrad: no result rows in {store}; run `metagrad bench` first")
+    results: RunResults = {}
+    for row in loaded.rows.values():
+        results.setdefault((row.bench, row.preset), []).append(row)
+    written = write_outputs(results, store.parent)
+    for claim in evaluate_claims([r for rows in results.values() for r in rows]):
+        print(f"{claim.verdict:<5} {claim.name}: {claim.evidence}")
+    print(f"report {written['report']}; leaderboard {written['leaderboard']}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    device = _check_device(args.device)
+    try:
+        movements, fresh, problems = check_against(
+            args.against,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            device=device,
+            plugins=tuple(args.imports),
+            z=args.z,
+            progress=not args.no_progress,
+            fresh_out=args.out,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: {exc}") from exc
+    for problem in problems:
+        print(f"metagrad: {problem}", file=sys.stderr)
+    for movement in movements:
+        print(f"MOVED {movement}")
+    status = "FAIL" if movements else "OK"
+    print(f"{status}: {len(fresh)} cells recomputed, {len(movements)} metric(s) moved beyond their interval")
+    return 1 if movements else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    device = _check_device(args.device)
+    comparison = get_comparison(args.suite)
+    every = {o.dest: o for c in COMPARISONS.values() for o in c.options}
+    given = _given(args, every.values())
+    for dest in given:
+        if not any(o.dest == dest for o in comparison.options):
+            raise SystemExit(
+                f"metagrad: --{dest.replace('_', '-')} is not an option of compare {comparison.name}"
+            )
+    try:
+        config = comparison.config_class(**collect_overrides(comparison.options, given))
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"metagrad: bad compare configuration: {exc}") from exc
+    rows = comparison.run(config, args.out, device=device, progress=not args.no_progress)
+    print(comparison.table_path(args.out).read_text())
+    print(f"wrote {len(rows)} runs to {args.out}/ (JSONL rows, curves CSV, table, plots)")
+    return 0
+
+
+def _add_backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="local", choices=["local", "serial", "ray"])
+    parser.add_argument("--workers", type=int, default=2, help="processes (local) or CPUs of a local Ray")
+    parser.add_argument("--address", default=None, help="ray: address of a running cluster")
+    parser.add_argument("--device", default="cpu")
+
+
+def _add_plugin_options(parser: argparse.ArgumentParser, owners: dict[str, tuple[Option, ...]]) -> None:
+    """One ``--flag`` per distinct option of the plugins, its help naming the plugins that take it."""
+    by_flag: dict[str, list[tuple[str, Option]]] = {}
+    for owner, options in owners.items():
+        for option in options:
+            by_flag.setdefault(option.flag, []).append((owner, option))
+    for flag, uses in by_flag.items():
+        helps = dict.fromkeys(option.help for _, option in uses)
+        text = "; ".join(helps) + f" [{', '.join(owner for owner, _ in uses)}]"
+        parser.add_argument(flag, dest=uses[0][1].dest, default=None, metavar="VALUE", help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metagrad",
+        description="Benchmark suite for gradient bias in meta-reinforcement learning: meta-gradient "
+        "estimators scored against exact meta-gradients.",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (e.g. one that registers your estimator); repeatable",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list estimators, environments, suites and their presets")
+    p_list.add_argument(
+        "what", nargs="?", default="all", choices=["all", "estimators", "envs", "presets", "suites"]
+    )
+    p_list.set_defaults(func=_cmd_list)
+
+    p_perf = sub.add_parser("perf", help="throughput of the batched engine against a Python loop")
+    p_perf.add_argument("--episodes", type=int, default=4096)
+    p_perf.add_argument("--loop-episodes", type=int, default=300)
+    p_perf.add_argument("--device", default="cpu")
+    p_perf.add_argument("--out", default=None, help="also write the figures as JSON")
+    p_perf.add_argument("--atari", action="store_true", help="also time the Atari env and A2C/MGRL training")
+    p_perf.set_defaults(func=_cmd_perf)
+
+    default = " + ".join(f"{s} {p}" for s, p in default_runs())
+    p_bench = sub.add_parser("bench", help=f"the leaderboard: score estimators (default suite: {default})")
+    p_bench.add_argument("suite", nargs="?", default=None, choices=list(SUITES))
+    presets = "; ".join(f"{s.name}: {'|'.join(s.presets)}" for s in SUITES.values())
+    p_bench.add_argument(
+        "--preset",
+        default=None,
+        help=f"a preset of the suite (without a suite: of every default suite); {presets}",
+    )
+    p_bench.add_argument(
+        "--store", "--out", dest="store", default=None, help=f"result store (default {DEFAULT_STORE})"
+    )
+    p_bench.add_argument("--fresh", action="store_true", help="delete the store first instead of resuming")
+    _add_backend_args(p_bench)
+    _add_plugin_options(p_bench, {s.name: s.options for s in SUITES.values()})
+    experiments = "; ".join(f"{s.name}: {','.join(s.experiments)}" for s in SUITES.values())
+    p_bench.add_argument("--experiments", default=None, help=f"comma-separated; {experiments}")
+    p_bench.add_argument("--no-progress", action="store_true")
+    p_bench.set_defaults(func=_cmd_bench)
+
+    p_report = sub.add_parser("report", help="reproduction report and leaderboard from the stored rows")
+    p_report.add_argument("--store", default=None, help=f"result store (default {DEFAULT_STORE})")
+    p_report.set_defaults(func=_cmd_report)
+
+    p_check = sub.add_parser("check", help="recompute stored cells; exit 1 if a metric moved beyond its CI")
+    p_check.add_argument("--against", required=True, help="a result file written by metagrad bench")
+    p_check.add_argument("--z", type=float, default=1.96, help="half-width in standard errors (default 1.96)")
+    p_check.add_argument("--out", default=None, help="also store the fresh rows here")
+    _add_backend_args(p_check)
+    p_check.add_argument("--no-progress", action="store_true")
+    p_check.set_defaults(func=_cmd_check)
+
+    summaries = "; ".join(f"{c.name}: {c.summary}" for c in COMPARISONS.values())
+    p_cmp = sub.add_parser("compare", help=f"train learners against each other ({summaries})")
+    p_cmp.add_argument("suite", choices=list(COMPARISONS))
+    _add_plugin_options(p_cmp, {c.name: c.options for c in COMPARISONS.values()})
+    p_cmp.add_argument("--out", default="results")
+    p_cmp.add_argument("--device", default="cpu")
+    p_cmp.add_argument("--no-progress", action="store_true")
+    p_cmp.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # --import first: the modules may register estimators, suites or comparisons the parser lists
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--import", dest="imports", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    for module in known.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SystemExit(f"metagrad: --import {module}: {exc}") from exc
+    args = build_parser().parse_args(argv)
+    _set_threads(args.threads)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The registry of ``metagrad compare`` commands (learners trained against each other).
+
+Each comparison module exports one :class:`~metagrad.app.compare.comparison.Comparison`,
+``COMPARISON``; to add one, write the module and add it to the tuple below.
+"""
+
+from __future__ import annotations
+
+from metagrad.app.compare import atari, ipd, maml
+from metagrad.app.compare.comparison import Comparison
+
+__all__ = ["COMPARISONS", "Comparison", "get_comparison"]
+
+COMPARISONS: dict[str, Comparison] = {c.name: c for c in (ipd.COMPARISON, maml.COMPARISON, atari.COMPARISON)}
+
+
+def get_comparison(name: str) -> Comparison:
+    """The registered comparison ``name``; an unknown name raises ``ValueError``."""
+    if name not in COMPARISONS:
+        raise ValueError(f"compare: unknown {name!r}; known: {sorted(COMPARISONS)}")
+    return COMPARISONS[name]

@@ -1,0 +1,275 @@
+"""What a benchmark suite is: its cells, the suite object every suite module exports, and the
+pieces every suite shares (cell keys and seeds, row building, rebuilding a cell from a row).
+
+A *cell* is one scored setting of a suite: an experiment label, an estimator label, the recipe
+(a spec with ``to_dict()``), and optional tags (e.g. the kind of policy pair). Its key hashes the
+recipe with the config fields that define its tasks, budget and seed (``config.CELL_FIELDS``),
+never its position in the run, so a cell can be recomputed alone with the same numbers.
+
+A *suite* (:class:`Suite`) bundles everything the runner, the CLI, ``metagrad list``, the
+leaderboard and the report need: presets, the cells of a run, the cell scorer, its outputs
+(plots, summary, claims), its CLI options and the row fields that define a setting. Adding a
+suite is one module exporting ``SUITE = Suite(...)`` plus one line in
+:mod:`metagrad.app.suites`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+
+from metagrad.app.claims import Claim
+from metagrad.app.options import Option
+from metagrad.app.provenance import config_hash, provenance
+from metagrad.app.rows import ResultRow
+from metagrad.decomposed import CriticSpec, StageSpec
+from metagrad.scoring import Score, score
+
+__all__ = [
+    "STAGED_SPEC_FIELDS",
+    "BenchConfig",
+    "Cell",
+    "Option",
+    "Recipe",
+    "Suite",
+    "cell_seed",
+    "common_options",
+    "dataclass_from_dict",
+    "make_row",
+    "scored_row",
+]
+
+# The nested dataclasses of a three-stage spec (MetaGradientSpec, LolaSpec), for rebuilding it
+STAGED_SPEC_FIELDS: dict[str, type] = {
+    "inner": StageSpec,
+    "hessian": StageSpec,
+    "outer": StageSpec,
+    "critic": CriticSpec,
+}
+
+
+class BenchConfig(Protocol):
+    """What the runner needs of a suite's config dataclass (frozen; recorded in every row)."""
+
+    CELL_FIELDS: ClassVar[tuple[str, ...]]
+    preset: str
+    env: str
+    seed: int
+    repeats: int
+    experiments: tuple[str, ...]
+
+
+class Recipe(Protocol):
+    """A cell's recipe: a frozen spec dataclass (e.g. a :class:`~metagrad.decomposed.StagedSpec`)
+    whose plain-dict form goes into the cell key and the row."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scored setting: experiment, estimator label, recipe, sample size, extra row fields
+    (not part of the key) and tags (part of the key, e.g. ``{"pair_kind": "random"}``)."""
+
+    experiment: str
+    estimator: str
+    spec: Recipe
+    n: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, config: BenchConfig) -> str:
+        payload: dict[str, Any] = {
+            "config": {name: getattr(config, name) for name in config.CELL_FIELDS},
+            "experiment": self.experiment,
+            "spec": self.spec.to_dict(),
+        }
+        if self.tags:
+            payload["tags"] = self.tags
+        return config_hash(payload)
+
+    def describe(self) -> dict[str, Any]:
+        """The cell's own description in a row (with the config, enough to rebuild it)."""
+        return {
+            "experiment": self.experiment,
+            "estimator": self.estimator,
+            "n": self.n,
+            "extra": dict(self.extra),
+            "tags": dict(self.tags),
+        }
+
+
+def cell_seed(config: BenchConfig, cell: Cell) -> int:
+    """The seed of a cell's randomness: its key mixed with the run seed."""
+    return int(cell.key(config), 16) % (2**62) + config.seed
+
+
+def scored_row(
+    bench: str,
+    config: BenchConfig,
+    cell: Cell,
+    samples: torch.Tensor,
+    exact: torch.Tensor,
+    setting: dict[str, Any],
+    *,
+    episodes_per_estimate: int,
+    started: float,
+    device: str,
+) -> ResultRow:
+    """Score ``samples [N, R, D]`` against ``exact [N, D]`` (the bootstrap seeded from the cell)
+    and build the cell's row; ``started`` is the ``time.perf_counter()`` at the cell's start."""
+    metrics = score(samples, exact, generator=torch.Generator().manual_seed(cell_seed(config, cell)))
+    return make_row(
+        bench,
+        config,
+        cell,
+        metrics,
+        setting,
+        episodes_per_estimate=episodes_per_estimate,
+        wall_s=time.perf_counter() - started,
+        device=device,
+    )
+
+
+def make_row(
+    bench: str,
+    config: BenchConfig,
+    cell: Cell,
+    metrics: Score,
+    setting: dict[str, Any],
+    *,
+    episodes_per_estimate: int,
+    wall_s: float,
+    device: str,
+) -> ResultRow:
+    """The result row of a scored cell: identity, the suite's ``setting`` fields (with the
+    cell's tags and extra fields), cost, metrics, then what rebuilds it and provenance."""
+    return ResultRow(
+        cell_id=cell.key(config),
+        bench=bench,
+        env=config.env,
+        preset=config.preset,
+        experiment=cell.experiment,
+        estimator=cell.estimator,
+        setting={**cell.tags, **setting, **cell.extra},
+        episodes_per_estimate=episodes_per_estimate,
+        seed=config.seed,
+        metrics=metrics,
+        wall_s=wall_s,
+        spec=cell.spec.to_dict(),
+        cell=cell.describe(),
+        config=dataclasses.asdict(config),  # type: ignore[call-overload]
+        provenance=provenance(device),
+    )
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any], nested: Mapping[str, type] | None = None) -> Any:
+    """Rebuild a (frozen) config or spec dataclass from its ``dataclasses.asdict`` form.
+
+    Lists become tuples (JSON has no tuples), recursively; ``nested`` maps field names to the
+    dataclasses of nested fields (e.g. ``{"inner": StageSpec}``). Unknown keys raise.
+    """
+    nested = nested or {}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(convert(v) for v in value)
+        return value
+
+    kwargs = {}
+    for key, value in data.items():
+        if key in nested and isinstance(value, dict):
+            kwargs[key] = dataclass_from_dict(nested[key], value)
+        else:
+            kwargs[key] = convert(value)
+    return cls(**kwargs)
+
+
+def common_options(*, estimators: tuple[str, ...] = ("estimators",)) -> tuple[Option, ...]:
+    """The options every suite accepts (run seed, repeats, env, estimators, experiments)."""
+    return (
+        Option("--seed", ("seed",), "int", "run seed (every cell seeds itself from it and its key)"),
+        Option("--repeats", ("repeats",), "int", "estimates per task / policy pair"),
+        Option("--env", ("env",), "str", "environment id of the suite"),
+        Option("--estimators", estimators, "names", "comma-separated estimator names"),
+    )
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One benchmark family (see the module docstring).
+
+    Attributes:
+        name: the CLI name (``metagrad bench NAME``) and the rows' ``bench`` field.
+        summary: one line for listings.
+        config_class, spec_class: the run config and the cell recipe dataclasses;
+            ``spec_nested`` maps the spec's nested dataclass fields for rebuilding from a row.
+        presets, default_preset: named configs.
+        experiments: the experiment names a config may select.
+        make_cells: ``config -> [Cell]`` in a fixed order.
+        score_cell: ``(config, cell, device) -> ResultRow``, callable in any process.
+        write_plots: ``(rows, folder, stem) -> [paths]``; write_summary: ``(rows, path, seconds)``.
+        claims: ``rows -> [Claim]``, the paper's claims this suite's rows speak to.
+        options: its ``metagrad bench`` options.
+        setting_fields: row fields that, with bench, preset and experiment, define a setting
+            (what the leaderboard compares estimators on).
+        describe_preset: ``config -> str``, one line for ``metagrad list presets``.
+        in_default_run: part of plain ``metagrad bench`` (with its default preset).
+    """
+
+    name: str
+    summary: str
+    config_class: type
+    spec_class: type
+    presets: Mapping[str, Any]
+    default_preset: str
+    experiments: tuple[str, ...]
+    make_cells: Callable[[Any], list[Cell]]
+    score_cell: Callable[[Any, Cell, str], ResultRow]
+    write_plots: Callable[[list[ResultRow], Path, str], list[Path]]
+    write_summary: Callable[[list[ResultRow], Path, float | None], Path]
+    options: tuple[Option, ...]
+    setting_fields: tuple[str, ...]
+    describe_preset: Callable[[Any], str]
+    claims: Callable[[list[ResultRow]], list[Claim]] = lambda rows: []
+    spec_nested: Mapping[str, type] = field(default_factory=dict)
+    in_default_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.default_preset not in self.presets:
+            raise ValueError(f"{self.name}: default_preset {self.default_preset!r} is not a preset")
+
+    def config(self, preset: str | None = None, **overrides: Any) -> Any:
+        """A run config: ``preset`` (default: the suite's) with ``overrides`` (validated)."""
+        preset = preset or self.default_preset
+        if preset not in self.presets:
+            raise ValueError(
+                f"preset: unknown preset {preset!r} for {self.name}; known: {sorted(self.presets)}"
+            )
+        return dataclasses.replace(self.presets[preset], **overrides)
+
+    def option(self, dest: str) -> Option | None:
+        """This suite's option with argparse destination ``dest`` (None if it has none)."""
+        return next((o for o in self.options if o.dest == dest), None)
+
+    def rebuild(self, row: ResultRow) -> tuple[Any, Cell]:
+        """``(config, cell)`` that reproduce a stored row (checked against its ``cell_id``)."""
+        config = dataclass_from_dict(self.config_class, row.config)
+        spec = dataclass_from_dict(self.spec_class, row.spec, self.spec_nested)
+        desc = row.cell
+        cell = Cell(
+            desc["experiment"], desc["estimator"], spec, desc["n"], dict(desc["extra"]), dict(desc["tags"])
+        )
+        if cell.key(config) != row.cell_id:
+            raise ValueError(f"row {row.cell_id}: the rebuilt cell hashes to {cell.key(config)}")
+        return config, cell

@@ -1,0 +1,88 @@
+"""Argument checks shared by the environments, estimators' recipes, benches and agents.
+
+The bottom of the library: it imports nothing from ``metagrad``. Every failure raises
+``ValueError`` naming the argument, in one of two formats:
+
+* ``"<name>: expected an integer >= <minimum>, got <value>"`` (:func:`check_int`);
+* ``"<name>: expected a finite number <range>, got <value>"`` (:func:`check_real`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["check_finite_tensor", "check_int", "check_int_fields", "check_real", "check_real_fields"]
+
+
+def check_int(name: str, value: Any, minimum: int = 1, *, numpy_ok: bool = False) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``; numpy integers
+    pass only with ``numpy_ok``."""
+    types = (int, np.integer) if numpy_ok else int
+    if isinstance(value, bool) or not isinstance(value, types) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_int_fields(obj: Any, names: Iterable[str], minimum: int = 1) -> None:
+    """:func:`check_int` on each named attribute of ``obj`` (a config dataclass)."""
+    for name in names:
+        check_int(name, getattr(obj, name), minimum)
+
+
+def _range_text(minimum: float | None, maximum: float | None, open_min: bool, open_max: bool) -> str:
+    low = None if minimum is None else f"{'>' if open_min else '>='} {minimum:g}"
+    high = None if maximum is None else f"{'<' if open_max else '<='} {maximum:g}"
+    return " and ".join(part for part in (low, high) if part)
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    open_min: bool = False,
+    open_max: bool = False,
+) -> float:
+    """``value`` as a ``float`` if it is a finite real number within the bounds, else ``ValueError``.
+
+    Booleans, strings, complex numbers, NaN and +-inf are rejected; Python and numpy integers and
+    floats (and 0-d tensors) are accepted. ``open_min`` / ``open_max`` make a bound strict.
+    """
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.dtype.is_complex:
+        value = value.item()
+    ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    number = float(value) if ok_type else math.nan
+    inside = (
+        ok_type
+        and math.isfinite(number)
+        and (minimum is None or (number > minimum if open_min else number >= minimum))
+        and (maximum is None or (number < maximum if open_max else number <= maximum))
+    )
+    if not inside:
+        bounds = _range_text(minimum, maximum, open_min, open_max)
+        raise ValueError(f"{name}: expected a finite number{' ' + bounds if bounds else ''}, got {value!r}")
+    return number
+
+
+def check_real_fields(obj: Any, names: Iterable[str], **bounds: Any) -> None:
+    """:func:`check_real` on each named attribute of ``obj`` (a config dataclass)."""
+    for name in names:
+        check_real(name, getattr(obj, name), **bounds)
+
+
+def check_finite_tensor(name: str, x: Any) -> torch.Tensor:
+    """``x`` if it is a tensor without NaN or infinite entries, else ``ValueError`` naming it."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.is_floating_point() or x.is_complex():
+        if not torch.isfinite(x.detach()).all():
+            raise ValueError(f"{name}: contains NaN or infinite entries")
+    return x
