@@ -687,6 +687,7 @@ SUITE = Suite(
             "--mlmc-max-level", ("mlmc_max_level",), "int", "mlmc_bias: truncation level of the MLMC stage"
         ),
         Option("--mlmc-repeats", ("mlmc_repeats",), "int", "mlmc_bias: estimates per task"),
+        Option("--ope-n", ("ope_n",), "ints", "hessian_scoring: episodes per estimate, comma-separated"),
     ),
     setting_fields=(
         "combination",
