@@ -380,14 +380,16 @@ def target_logits(config: TabularBenchConfig, task_index: int, eps: float) -> to
     return mixture_logits(config.num_states, config.num_actions, eps, actions=actions)
 
 
-def _run_hessian_cell(config: TabularBenchConfig, cell: Cell, device: str) -> ResultRow:
-    """Score a ``hessian_scoring`` cell: ``repeats`` estimates of the gradient or Hessian of J per
-    task against the exact one. Every estimator and both derivatives of a setting (eps,
-    behaviour, n, critic, objective) see the same episodes and critic noise (paired)."""
+def hessian_cell_samples(
+    config: TabularBenchConfig, cell: Cell, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(samples [N, R, D], exact [N, D])`` of a ``hessian_scoring`` cell: ``repeats`` estimates
+    of the gradient or Hessian of J per task, and the exact one. Every estimator and both
+    derivatives of a setting (eps, behaviour, n, critic, objective) see the same episodes and
+    critic noise (paired)."""
     tasks, cache = _tasks(config)
     spec: DerivativeSpec = cell.spec  # type: ignore[assignment]
     eps = float(cell.tags["eps"])
-    start = time.perf_counter()
     shared = dataclasses.replace(spec, estimator="dice", derivative="gradient", params=())
     payload = {
         "config": {name: getattr(config, name) for name in config.CELL_FIELDS},
@@ -406,6 +408,14 @@ def _run_hessian_cell(config: TabularBenchConfig, cell: Cell, device: str) -> Re
         gen = torch.Generator(device=device).manual_seed(seed + i)
         x = sample_derivatives(task, logits.to(device), spec, config.repeats, generator=gen)
         samples.append(x.reshape(config.repeats, -1).cpu())
+    return torch.stack(samples), torch.stack(exact)
+
+
+def _run_hessian_cell(config: TabularBenchConfig, cell: Cell, device: str) -> ResultRow:
+    """Score a ``hessian_scoring`` cell (:func:`hessian_cell_samples`)."""
+    spec: DerivativeSpec = cell.spec  # type: ignore[assignment]
+    start = time.perf_counter()
+    samples, exact = hessian_cell_samples(config, cell, device)
     setting = {
         "derivative": spec.derivative,
         "behaviour": spec.behaviour,
@@ -418,8 +428,8 @@ def _run_hessian_cell(config: TabularBenchConfig, cell: Cell, device: str) -> Re
         "tabular",
         config,
         cell,
-        torch.stack(samples),
-        torch.stack(exact),
+        samples,
+        exact,
         setting,
         episodes_per_estimate=spec.n,
         started=start,
