@@ -86,7 +86,7 @@ def test_mlmc_preset_cells_and_rows():
         tabular.PRESETS["mlmc"], num_tasks=1, mlmc_repeats=6, sweep_estimators=("pg",), mlmc_max_level=2
     )
     cells = tabular.make_cells(config)
-    assert [c.estimator for c in cells] == ["pg", "mlmc"]
+    assert [c.estimator for c in cells] == ["pg", "mlmc", "pg", "pg", "pg"]
     assert all(c.tags == {"estimates_per_task": 6} for c in cells)
     row = tabular.run_cell(config, cells[1])
     assert row.estimator == "mlmc" and row.metrics.repeats == 6

@@ -141,6 +141,7 @@ class TabularBenchConfig:
     mlmc_n: tuple[int, ...] = (8,)
     mlmc_max_level: int | None = None
     mlmc_repeats: int = 1000
+    mlmc_budget_n: tuple[int, ...] = (16, 32, 64)  # plain mlmc_estimator at larger budgets
 
     def __post_init__(self) -> None:
         if self.env != "MetaGrad/TabularMDP-v0":
@@ -183,7 +184,7 @@ class TabularBenchConfig:
         ):
             if set(values) - set(known):
                 raise ValueError(f"{name}: unknown {sorted(set(values) - set(known))}; known: {known}")
-        for n in (*self.ope_n, *self.mlmc_n):
+        for n in (*self.ope_n, *self.mlmc_n, *self.mlmc_budget_n):
             check_int("ope_n / mlmc_n", n, 1)
         check_int("mlmc_repeats", self.mlmc_repeats, 2)
         MLMC(max_level=self.mlmc_max_level)
@@ -243,7 +244,8 @@ PRESETS.update(
             preset="ope", objective="finite", num_tasks=5, repeats=5, experiments=("hessian_scoring",)
         ),
         # Compositional bias (lee, K = 1, alpha = 10, n = 8, finite objective) with 1000 estimates
-        # per task: the plain inner estimators beside the MLMC inner stage (pg, n0 = 8).
+        # per task: the plain inner estimators beside the MLMC inner stage (pg, n0 = 8), and plain
+        # pg at n = 16, 32, 64 (its bias at budgets around MLMC's expected 43 episodes).
         "mlmc": TabularBenchConfig(preset="mlmc", objective="finite", experiments=("mlmc_bias",)),
     }
 )
@@ -323,6 +325,10 @@ def _mlmc_cells(config: TabularBenchConfig, common: dict) -> list[Cell]:
         if mlmc.max_level is not None:
             extra["mlmc_max_level"] = mlmc.max_level
         cells.append(Cell("mlmc_bias", "mlmc", spec, n, extra, tags))
+    for n in config.mlmc_budget_n:  # the plain estimator's bias-cost frontier, for equal budgets
+        if n not in config.mlmc_n or config.mlmc_estimator not in config.sweep_estimators:
+            spec = MetaGradientSpec.from_combination("lee", config.mlmc_estimator, n, **kw)
+            cells.append(Cell("mlmc_bias", config.mlmc_estimator, spec, n, tags=tags))
     return cells
 
 
@@ -478,7 +484,8 @@ def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> l
 def _extension_plots(rows: list[ResultRow], folder: Path, stem: str) -> list[Path]:
     """hessian_scoring: corr and debiased bias vs the number of episodes per estimator, per
     derivative, off-policy (behaviour uniform) at the largest eps, and corr vs eps at the largest n
-    when several eps were run; mlmc_bias: debiased bias (95% CI) per estimator vs n."""
+    when several eps were run; mlmc_bias: debiased bias (95% CI) and MSE per estimator vs the
+    (expected) episodes per estimate."""
     written = []
     ope = [r for r in rows if r.experiment == "hessian_scoring"]
     for derivative in DERIVATIVES:
@@ -519,17 +526,19 @@ def _extension_plots(rows: list[ResultRow], folder: Path, stem: str) -> list[Pat
             )
     mlmc = [r for r in rows if r.experiment == "mlmc_bias"]
     if mlmc:
-        written.append(
-            series_panel(
-                folder / f"{stem}_mlmc_bias_bias_debiased.png",
-                _by_estimator(mlmc, "n_inner"),
-                "n_inner",
-                "bias_debiased",
-                xlabel="inner episodes per step n (mlmc: level-0 n0)",
-                ylabel="debiased bias (95% CI)",
-                title="compositional bias: plain inner estimators vs mlmc",
+        for ykey, ylabel in (("bias_debiased", "debiased bias (95% CI)"), ("mse", "MSE")):
+            written.append(
+                series_panel(
+                    folder / f"{stem}_mlmc_bias_{ykey}.png",
+                    _by_estimator(mlmc, "episodes_per_estimate"),
+                    "episodes_per_estimate",
+                    ykey,
+                    xlabel="(expected) episodes per estimate",
+                    ylabel=ylabel,
+                    title=f"mlmc_bias: {ylabel} vs cost",
+                    logx=True,
+                )
             )
-        )
     return written
 
 
