@@ -8,6 +8,7 @@ from __future__ import annotations
 import metagrad.envs  # noqa: F401  (registers the Gymnasium ids)
 from metagrad.decomposed import (
     COMBINATIONS,
+    MLMC,
     CriticSpec,
     MetaGradientSpec,
     StageSpec,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "COMBINATIONS",
     "ESTIMATORS",
+    "MLMC",
     "CriticSpec",
     "EstimatorInfo",
     "MetaGradientSpec",

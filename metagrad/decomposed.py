@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 
@@ -51,6 +51,7 @@ __all__ = [
     "COMBINATIONS",
     "CRITIC_KINDS",
     "META_PARAMETERS",
+    "MLMC",
     "STAGE_ROLES",
     "CriticKind",
     "CriticSpec",
@@ -60,6 +61,7 @@ __all__ = [
     "StageSpec",
     "Staged",
     "StagedSpec",
+    "concat_episodes",
     "critic_values",
     "detached_leaf",
     "episodes_per_estimate",
@@ -115,17 +117,105 @@ class CriticSpec:
 
 
 @dataclass(frozen=True)
+class MLMC:
+    """Randomized multilevel Monte Carlo for the inner stage: an inner loop without compositional
+    bias (Blanchet & Glynn, WSC 2015; for nested expectations Hu, Chen & He, NeurIPS 2021; Asi et
+    al. 2021; BACKGROUND.md section 8).
+
+    Let ``F_n`` be the meta-gradient whose K inner updates each use ``n`` sampled episodes (the
+    stage's estimator), so that ``E F_n -> F_inf`` (the inner loop made exact) as ``n`` grows. With
+    ``n0`` the stage's ``n``, one estimate is::
+
+        Y = F_{n0} + Delta_L / p_L,   L ~ p  (L >= 1),
+        Delta_L = F_{n0 2^L} - (F^A_{n0 2^(L-1)} + F^B_{n0 2^(L-1)}) / 2
+
+    with ``F^A``, ``F^B`` computed from the two halves of the ``n0 2^L`` episodes of every inner
+    step (antithetic; the level-0 term is independent). Since ``F^A``, ``F^B`` are distributed as
+    ``F_{n0 2^(L-1)}``, ``E Delta_L = E F_{n0 2^L} - E F_{n0 2^(L-1)}`` and the sum telescopes:
+    ``E Y = lim_n E F_n``, no compositional bias.
+
+    Choice of ``p``: ``p_L`` proportional to ``2^(-rate L)``. For a smooth inner map the first-order
+    terms of the two halves cancel in ``Delta_L`` (the full mean is the mean of the half means), so
+    ``Delta_L = O(1 / n_L)`` and ``Var Delta_L = O(2^(-2L))``, while a level costs ``O(2^L)``
+    episodes. Then ``Var Y <= sum_L E[Delta_L^2] / p_L ~ sum_L 2^((rate - 2) L)`` is finite for
+    ``rate < 2`` and the expected cost ``sum_L p_L 2^L ~ sum_L 2^((1 - rate) L)`` for ``rate > 1``:
+    ``rate = 1.5`` balances the two (both series converge like ``2^(-L/2)``). Untruncated,
+    ``p_L = (1 - q) q^(L-1)`` with ``q = 2^-rate``, and ``E 2^L = 2 (1 - q) / (1 - 2q)``.
+
+    ``max_level``: truncation ``L_max`` (``p`` renormalised over ``1..L_max``). ``E Y`` is then
+    ``E F_{n0 2^L_max}``: the compositional bias of ``n0 2^L_max`` episodes per inner step is
+    left (``O(1 / (n0 2^L_max))`` for a smooth map, by the delta method), in exchange for a
+    bounded cost per estimate. Any ``rate > 0`` is allowed when truncated.
+
+    Coupling: the paths of a level share their random numbers (:class:`_CoupledSampler`). At
+    inner step 0 all paths sit at ``theta_0``, so the halves are literally halves of the fine
+    episodes; with K >= 2 the later steps replay the same uniforms at nearby policies, which a
+    simulator allows (a real environment would only couple K = 1 exactly).
+    """
+
+    max_level: int | None = None
+    rate: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.max_level is not None:
+            check_int("mlmc.max_level", self.max_level, 1)
+            check_real("mlmc.rate", self.rate, minimum=0.0, open_min=True)
+        else:
+            check_real("mlmc.rate", self.rate, minimum=1.0, maximum=2.0, open_min=True, open_max=True)
+
+    @property
+    def _ratio(self) -> float:
+        return 2.0 ** (-self.rate)
+
+    def probability(self, level: int) -> float:
+        """``p_L`` of a level ``L >= 1`` (0 above the truncation)."""
+        if level < 1 or (self.max_level is not None and level > self.max_level):
+            return 0.0
+        q = self._ratio
+        if self.max_level is None:
+            return (1.0 - q) * q ** (level - 1)
+        return q ** (level - 1) * (1.0 - q) / (1.0 - q**self.max_level)
+
+    def sample_levels(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` independent levels ``L ~ p`` (long ``[count]``, on the CPU)."""
+        device = generator.device if generator is not None else "cpu"
+        u = torch.rand(count, generator=generator, dtype=torch.float64, device=device).cpu()
+        q = self._ratio
+        if self.max_level is not None:
+            u = u * (1.0 - q**self.max_level)  # inverse CDF of the renormalised geometric law
+        levels = 1 + torch.floor(torch.log1p(-u) / math.log(q)).long()
+        return levels if self.max_level is None else levels.clamp(max=self.max_level)
+
+    def expected_scale(self) -> float:
+        """``E[2^L]``: the expected fine-path size in units of ``n0``."""
+        q = self._ratio
+        if self.max_level is None:
+            return 2.0 * (1.0 - q) / (1.0 - 2.0 * q)
+        return sum(self.probability(level) * 2.0**level for level in range(1, self.max_level + 1))
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One stage: ``estimator`` (a registered name or ``"exact"``), ``n`` fresh episodes per
     estimate, ``replay`` extra episodes from the behaviour policy at ``theta_0`` reweighted by
-    importance ratios (needs an off-policy estimator), and estimator keyword ``params``."""
+    importance ratios (needs an off-policy estimator), estimator keyword ``params``, and
+    ``mlmc`` (an :class:`MLMC`, inner stage only): randomized multilevel Monte Carlo over the
+    stage's sample size, ``n`` being the level-0 size ``n0``."""
 
     estimator: str = "exact"
     n: int = 0
     replay: int = 0
     params: tuple[tuple[str, float], ...] = ()
+    mlmc: MLMC | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.mlmc, dict):  # rebuilt from a stored row
+            object.__setattr__(self, "mlmc", MLMC(**self.mlmc))
+        if self.mlmc is not None:
+            if not isinstance(self.mlmc, MLMC):
+                raise ValueError(f"mlmc: expected an MLMC or None, got {type(self.mlmc).__name__}")
+            if self.estimator == "exact" or self.replay:
+                raise ValueError("mlmc: needs an estimated stage without replay")
         if self.estimator != "exact":
             info = get_estimator(self.estimator)
             check_int("n", self.n, 1)
@@ -177,10 +267,16 @@ class Staged:
     hessian: StageSpec
     outer: StageSpec
 
+    MLMC_ROLES: ClassVar[tuple[StageRole, ...]] = ()  # the stages whose sampler supports MLMC
+
     def check_stages(self) -> None:
         for name in STAGE_ROLES:
             if not isinstance(getattr(self, name), StageSpec):
                 raise ValueError(f"{name}: expected a StageSpec, got {type(getattr(self, name)).__name__}")
+            if getattr(self, name).mlmc is not None and name not in self.MLMC_ROLES:
+                raise ValueError(
+                    f"{name}.mlmc: {type(self).__name__} supports MLMC on {list(self.MLMC_ROLES)} only"
+                )
 
     def stage(self, role: StageRole) -> StageSpec:
         """The stage of ``role``."""
@@ -202,7 +298,11 @@ class Staged:
         return cls(inner=stages[0], hessian=stages[1], outer=stages[2], **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for role in STAGE_ROLES:  # a stage without MLMC keeps the form (and cell key) it always had
+            if out[role].get("mlmc", 0) is None:
+                del out[role]["mlmc"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -232,8 +332,12 @@ class MetaGradientSpec(Staged):
     hessian_bias: float | None = None
     hessian_bias_noise: float = 0.3
 
+    MLMC_ROLES: ClassVar[tuple[StageRole, ...]] = ("inner",)
+
     def __post_init__(self) -> None:
         self.check_stages()
+        if self.inner.mlmc is not None and any(stage.replay for stage in (self.hessian, self.outer)):
+            raise ValueError("mlmc: replayed episodes are not supported with an MLMC inner stage")
         check_int("inner_steps", self.inner_steps, 0)
         check_real("inner_lr", self.inner_lr)
         if self.objective not in OBJECTIVES:
@@ -247,15 +351,40 @@ class MetaGradientSpec(Staged):
         check_real("hessian_bias_noise", self.hessian_bias_noise, minimum=0.0)
 
 
-def episodes_per_estimate(spec: MetaGradientSpec) -> int:
-    """Episodes one estimate under ``spec`` samples: each estimated stage's ``n`` per inner step
-    (inner and Jacobian stages) or once (outer), replayed episodes once per role, and the
-    episodes a learned critic fits on. The noisy-exact critic samples nothing."""
+def episodes_per_estimate(spec: MetaGradientSpec) -> float:
+    """Episodes one estimate under ``spec`` samples (expected, for an MLMC inner stage): each
+    estimated stage's ``n`` per inner step (inner and Jacobian stages) or once (outer), replayed
+    episodes once per role, and the episodes a learned critic fits on. The noisy-exact critic
+    samples nothing. An int unless the inner stage uses MLMC (see :func:`_mlmc_level_cost`)."""
 
     total = spec.inner_steps * stage_cost(spec.inner, spec.critic) + stage_cost(spec.outer, spec.critic)
     if not spec.first_order:
         total += spec.inner_steps * stage_cost(spec.hessian, spec.critic)
-    return total + sum(stage.replay for stage in (spec.inner, spec.hessian, spec.outer))
+    total += sum(stage.replay for stage in (spec.inner, spec.hessian, spec.outer))
+    if spec.inner.mlmc is None:
+        return total
+    return total + _mlmc_level_cost(spec, spec.inner.mlmc.expected_scale())
+
+
+def _mlmc_level_cost(spec: MetaGradientSpec, scale: float) -> float:
+    """Episodes of the three paths of an MLMC level with ``2^L = scale`` (affine in ``scale``, so
+    the expected cost is this at ``E[2^L]``). The fine path samples every stage (inner:
+    ``n0 2^L`` per step); each half path samples, where its parameters differ from the fine
+    path's (inner steps >= 1 and the outer stage), its own ``n0 2^(L-1)`` inner episodes and full
+    Jacobian and outer stages. Step 0 is shared (all paths start at ``theta_0``)."""
+    K, critic = spec.inner_steps, spec.critic
+    learned = critic.learned_episodes if critic.kind == "learned" else 0
+
+    def inner(n: float) -> float:
+        uses_critic = get_estimator(spec.inner.estimator).uses_critic
+        return n + (learned if uses_critic else 0)
+
+    hessian = 0 if spec.first_order else stage_cost(spec.hessian, critic)
+    fine = K * inner(spec.inner.n * scale) + K * hessian + stage_cost(spec.outer, critic)
+    half = max(K - 1, 0) * (inner(spec.inner.n * scale / 2) + hessian) + (
+        stage_cost(spec.outer, critic) if K else 0
+    )
+    return fine + 2 * half
 
 
 def monte_carlo_values(
@@ -377,7 +506,7 @@ class _Sampler:
         if stage.is_exact:
             return tabular_return(self.task, theta, self.spec.objective, reward=self.reward_table(role)).sum()
         info = get_estimator(stage.estimator)
-        traj = rollout(self.task, theta, stage.n, generator=self.generator)
+        traj = self.episodes(theta, stage.n, role)
         log_probs, behaviour = traj.log_probs, traj.behaviour_log_probs
         rewards, discounts = self._rewards(traj, role), traj.discounts
         states, finals = traj.states, traj.final_states
@@ -403,6 +532,10 @@ class _Sampler:
             **dict(stage.params),
         )
         return surrogate.mean(0).sum()
+
+    def episodes(self, theta: torch.Tensor, n: int, role: StageRole) -> Trajectory:
+        """``n`` fresh episodes of every policy in ``theta`` for a stage of ``role``."""
+        return rollout(self.task, theta, n, generator=self.generator)
 
     def injected_bias(self, theta: torch.Tensor) -> torch.Tensor:
         eps = torch.randn(theta.shape, generator=self.generator, device=theta.device, dtype=theta.dtype)
@@ -453,6 +586,8 @@ def sample_meta_gradients_wrt(
     with torch.enable_grad():
         theta0 = _batched(task, logits, repeats)
         eta_r = _batched(task, eta.to(logits.device), repeats) if eta is not None else None
+        if spec.inner.mlmc is not None:
+            return _mlmc_meta_gradients(task, spec, theta0, eta_r, wrt, generator)
         sampler = _Sampler(task, spec, repeats, generator, eta_r)
         for role in STAGE_ROLES:
             stage = spec.stage(role)
@@ -460,29 +595,135 @@ def sample_meta_gradients_wrt(
                 sampler.replays[role] = rollout(
                     task, stop_gradient(theta0), stage.replay, generator=generator
                 )
+        return _meta_gradients(sampler, theta0, eta_r, wrt)
 
-        theta = theta0
-        for _ in range(spec.inner_steps):
-            leaf = detached_leaf(theta)
-            (g_inner,) = torch.autograd.grad(sampler.objective(spec.inner, leaf, "inner"), leaf)
-            if spec.first_order:
-                path = theta
-            else:
-                hess_obj = sampler.objective(spec.hessian, theta, "hessian")
-                if spec.hessian_bias is not None:
-                    hess_obj = hess_obj + sampler.injected_bias(theta)
-                (g_hess,) = torch.autograd.grad(hess_obj, theta, create_graph=True)
-                path = theta + spec.inner_lr * g_hess
-            theta = straight_through(theta + spec.inner_lr * g_inner, path)
 
-        outer = sampler.objective(spec.outer, theta, "outer")
-        params = {"logits": theta0, "intrinsic_reward": eta_r}
-        inputs = [params[name] for name in wrt]
-        grads = torch.autograd.grad(outer, inputs, allow_unused=True)
+def _meta_gradients(
+    sampler: _Sampler, theta0: torch.Tensor, eta_r: torch.Tensor | None, wrt: tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """The K-step inner loop from the leaves ``theta0`` (and ``eta_r``), the outer objective and
+    its gradients w.r.t. ``wrt`` (detached)."""
+    spec = sampler.spec
+    theta = theta0
+    for _ in range(spec.inner_steps):
+        leaf = detached_leaf(theta)
+        (g_inner,) = torch.autograd.grad(sampler.objective(spec.inner, leaf, "inner"), leaf)
+        if spec.first_order:
+            path = theta
+        else:
+            hess_obj = sampler.objective(spec.hessian, theta, "hessian")
+            if spec.hessian_bias is not None:
+                hess_obj = hess_obj + sampler.injected_bias(theta)
+            (g_hess,) = torch.autograd.grad(hess_obj, theta, create_graph=True)
+            path = theta + spec.inner_lr * g_hess
+        theta = straight_through(theta + spec.inner_lr * g_inner, path)
+
+    outer = sampler.objective(spec.outer, theta, "outer")
+    params = {"logits": theta0, "intrinsic_reward": eta_r}
+    inputs = [params[name] for name in wrt]
+    grads = torch.autograd.grad(outer, inputs, allow_unused=True)
     return {
         name: (torch.zeros_like(x) if g is None else g).detach()
         for name, x, g in zip(wrt, inputs, grads, strict=True)
     }
+
+
+class _CoupledSampler(_Sampler):
+    """One path of an MLMC level (fine, or one antithetic half) with common random numbers.
+
+    Every stage evaluation of step k draws from generators seeded by ``seeds[role, k]``, the
+    same for the three paths of a level: the inner stage's episodes come in two blocks (``A``,
+    ``B``) of ``n0 2^(L-1)`` episodes each (the fine path plays both, a half path one), the other
+    stages' episodes from one shared stream, critic noise and injected bias from another. So
+    the halves are exactly the half-size estimator in distribution, and each is coupled to the
+    fine path (equal episodes at step 0; at later steps the same uniforms at nearby policies).
+    """
+
+    def __init__(
+        self,
+        task: TabularTask,
+        spec: MetaGradientSpec,
+        repeats: int,
+        eta: torch.Tensor | None,
+        seeds: list[list[list[int]]],
+        blocks: tuple[int, ...],
+        device: torch.device,
+    ) -> None:
+        super().__init__(task, spec, repeats, None, eta)
+        self.seeds, self.blocks, self.device = seeds, blocks, device
+        self.calls = dict.fromkeys(STAGE_ROLES, 0)
+        self.streams: list[torch.Generator] = []
+
+    def _stream(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def objective(self, stage: StageSpec, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
+        a, b, other = self.seeds[STAGE_ROLES.index(role)][self.calls[role]]
+        self.calls[role] += 1
+        self.generator = self._stream(other)  # critic noise, learned critics, injected bias
+        self.streams = (
+            [self._stream((a, b)[i]) for i in self.blocks] if role == "inner" else [self._stream(a)]
+        )
+        return super().objective(stage, theta, role)
+
+    def episodes(self, theta: torch.Tensor, n: int, role: StageRole) -> Trajectory:
+        size = n // len(self.streams)
+        return concat_episodes([rollout(self.task, theta, size, generator=g) for g in self.streams])
+
+
+def concat_episodes(trajectories: list[Trajectory]) -> Trajectory:
+    """One :class:`Trajectory` holding the episodes of several (same horizon and policies)."""
+    if len(trajectories) == 1:
+        return trajectories[0]
+    return Trajectory(
+        **{
+            f.name: torch.cat(
+                [getattr(t, f.name) for t in trajectories], dim=0 if f.name == "final_states" else 1
+            )
+            for f in dataclasses.fields(Trajectory)
+        }
+    )
+
+
+def _mlmc_meta_gradients(
+    task: TabularTask,
+    spec: MetaGradientSpec,
+    theta0: torch.Tensor,
+    eta_r: torch.Tensor | None,
+    wrt: tuple[str, ...],
+    generator: torch.Generator | None,
+) -> dict[str, torch.Tensor]:
+    """Randomized MLMC (see :class:`MLMC`): per repeat, the level-0 estimate with ``n0`` inner
+    episodes per step plus ``Delta_L / p_L`` for a level ``L`` drawn from ``p``; the repeats that
+    drew the same level are one batch."""
+    mlmc, n0, repeats = spec.inner.mlmc, spec.inner.n, theta0.shape[0]
+    plain = dataclasses.replace(spec, inner=dataclasses.replace(spec.inner, mlmc=None))
+    out = _meta_gradients(_Sampler(task, plain, repeats, generator, eta_r), theta0, eta_r, wrt)
+    levels = mlmc.sample_levels(repeats, generator)
+    device = theta0.device
+    for level in sorted(set(levels.tolist())):
+        idx = (levels == level).nonzero().flatten().to(device)
+        half = n0 * 2 ** (level - 1)
+        seeds = torch.randint(
+            2**62,
+            (len(STAGE_ROLES), spec.inner_steps + 1, 3),
+            generator=generator,
+            device=generator.device if generator is not None else "cpu",
+        ).tolist()
+        paths = []
+        for blocks in ((0, 1), (0,), (1,)):  # fine, half A, half B
+            path_spec = dataclasses.replace(
+                plain, inner=dataclasses.replace(plain.inner, n=half * len(blocks))
+            )
+            leaf = detached_leaf(theta0[idx])
+            eta_leaf = None if eta_r is None else detached_leaf(eta_r[idx])
+            sampler = _CoupledSampler(task, path_spec, len(idx), eta_leaf, seeds, blocks, device)
+            paths.append(_meta_gradients(sampler, leaf, eta_leaf, wrt))
+        weight = 1.0 / mlmc.probability(level)
+        for name in wrt:
+            fine, half_a, half_b = (p[name] for p in paths)
+            out[name][idx] += weight * (fine - 0.5 * (half_a + half_b))
+    return out
 
 
 def sample_meta_gradients(

@@ -58,6 +58,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"  {'':<16} unbiased orders: {info.unbiased_orders}; critic: {info.uses_critic}; "
                 f"off-policy: {info.off_policy}; ref: {info.reference}"
+                + (f"; params: {', '.join(info.params)}" if info.params else "")
             )
     if what in ("all", "envs"):
         print("environments:")

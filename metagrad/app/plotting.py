@@ -31,11 +31,12 @@ def series_panel(
     ylabel: str,
     title: str,
     loglog: bool = False,
+    logx: bool = False,
 ) -> Path:
     """One PNG: a line per series of result rows, ``ykey`` against ``xkey`` with error bars.
 
     Error bars: the bootstrap CI for ``bias_debiased``, else the row's ``{ykey}_se`` when present.
-    On log-log axes the legend gives each series' fitted slope.
+    On log-log axes the legend gives each series' fitted slope; ``logx`` logs the x axis only.
     """
     fig, ax = new_figure((5.5, 4))
     for label, rows in series.items():
@@ -51,8 +52,9 @@ def series_panel(
         if loglog:
             label = f"{label} (slope {fit_loglog_slope(x, y):.2f})"
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
-    if loglog:
+    if loglog or logx:
         ax.set_xscale("log")
+    if loglog:
         ax.set_yscale("log")
     return _save(fig, ax, path, xlabel, ylabel, title, legend_size=7)
 

@@ -6,7 +6,10 @@ A row is stored as one flat JSON object (easy to load with ``pandas.read_json(li
     identity    cell_id, bench, env, preset, experiment, estimator
     setting     the suite's scalar description of the cell (stage recipe, sample sizes, sweep
                 values, tags such as pair_kind): every key not named elsewhere
-    cost        episodes_per_estimate
+    cost        episodes_per_estimate (expected, for randomised budgets such as an MLMC inner stage)
+    efficiency  mse_x_episodes, mse_x_episodes_se: MSE times the episodes of one estimate (the MSE
+                an estimator would reach with one episode's budget if its variance fell like 1 / cost;
+                lower is better), derived from the row: written to the JSON, recomputed on load
     seed        the run seed
     metrics     the fields of metagrad.scoring.Score (corr, bias_debiased, its CI, mse, ...)
     wall_s      seconds the cell took
@@ -28,6 +31,7 @@ from typing import Any
 from metagrad.scoring import Score
 
 __all__ = [
+    "DERIVED_FIELDS",
     "METRIC_FIELDS",
     "Provenance",
     "ResultRow",
@@ -41,7 +45,10 @@ _IDENTITY = ("cell_id", "bench", "env", "preset", "experiment", "estimator")
 _STRUCTURE = ("spec", "cell", "config")
 _PROVENANCE = ("versions", "git_commit", "device", "torch_threads", "host")
 _OTHER = ("seed", "wall_s", "episodes_per_estimate")
-RESERVED: frozenset[str] = frozenset((*_IDENTITY, *_STRUCTURE, *_PROVENANCE, *_OTHER, *METRIC_FIELDS))
+DERIVED_FIELDS: tuple[str, ...] = ("mse_x_episodes", "mse_x_episodes_se")
+RESERVED: frozenset[str] = frozenset(
+    (*_IDENTITY, *_STRUCTURE, *_PROVENANCE, *_OTHER, *METRIC_FIELDS, *DERIVED_FIELDS)
+)
 
 
 class RowError(ValueError):
@@ -79,7 +86,7 @@ class ResultRow:
     experiment: str
     estimator: str
     setting: Mapping[str, Any]
-    episodes_per_estimate: int
+    episodes_per_estimate: float
     seed: int
     metrics: Score
     wall_s: float
@@ -98,10 +105,24 @@ class ResultRow:
         return default
 
     def value(self, name: str) -> Any:
-        """A metric (``mse``, ``bias_ci_high``, ...) or, failing that, :meth:`get`'s field."""
+        """A metric (``mse``, ``bias_ci_high``, ``mse_x_episodes``, ...) or, failing that,
+        :meth:`get`'s field."""
         if name in METRIC_FIELDS:
             return getattr(self.metrics, name)
+        if name in DERIVED_FIELDS:
+            return getattr(self, name)
         return self.get(name)
+
+    @property
+    def mse_x_episodes(self) -> float:
+        """Efficiency: MSE x (expected) episodes per estimate; compares a cheap biased estimator
+        with an expensive unbiased one at equal cost (for an unbiased one, the MSE at a budget of
+        B episodes is about ``mse_x_episodes / B``; bias does not shrink with budget)."""
+        return self.metrics.mse * self.episodes_per_estimate
+
+    @property
+    def mse_x_episodes_se(self) -> float:
+        return self.metrics.mse_se * self.episodes_per_estimate
 
     @property
     def label(self) -> str:
@@ -116,6 +137,8 @@ class ResultRow:
             **{name: getattr(self, name) for name in _IDENTITY},
             **dict(self.setting),
             "episodes_per_estimate": self.episodes_per_estimate,
+            "mse_x_episodes": self.mse_x_episodes,
+            "mse_x_episodes_se": self.mse_x_episodes_se,
             "seed": self.seed,
             **self.metrics.to_dict(),
             "wall_s": self.wall_s,
@@ -156,7 +179,7 @@ class ResultRow:
             experiment=data["experiment"],
             estimator=data["estimator"],
             setting=setting,
-            episodes_per_estimate=int(_number("episodes_per_estimate", data["episodes_per_estimate"], True)),
+            episodes_per_estimate=_count(_number("episodes_per_estimate", data["episodes_per_estimate"])),
             seed=int(_number("seed", data["seed"], integer=True)),
             metrics=Score(**metrics),
             wall_s=_number("wall_s", data["wall_s"]),
@@ -171,6 +194,11 @@ class ResultRow:
                 host=data["host"],
             ),
         )
+
+
+def _count(value: float) -> float:
+    """An episode count: an int when whole (as most are), else the float (an expectation)."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _number(name: str, value: Any, integer: bool = False) -> Any:

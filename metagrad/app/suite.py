@@ -118,7 +118,7 @@ def scored_row(
     exact: torch.Tensor,
     setting: dict[str, Any],
     *,
-    episodes_per_estimate: int,
+    episodes_per_estimate: float,
     started: float,
     device: str,
 ) -> ResultRow:
@@ -144,7 +144,7 @@ def make_row(
     metrics: Score,
     setting: dict[str, Any],
     *,
-    episodes_per_estimate: int,
+    episodes_per_estimate: float,
     wall_s: float,
     device: str,
 ) -> ResultRow:
@@ -213,7 +213,9 @@ class Suite:
         name: the CLI name (``metagrad bench NAME``) and the rows' ``bench`` field.
         summary: one line for listings.
         config_class, spec_class: the run config and the cell recipe dataclasses;
-            ``spec_nested`` maps the spec's nested dataclass fields for rebuilding from a row.
+            ``spec_nested`` maps the spec's nested dataclass fields for rebuilding from a row;
+            ``experiment_specs`` maps an experiment whose cells use another recipe to
+            ``(spec_class, spec_nested)``.
         presets, default_preset: named configs.
         experiments: the experiment names a config may select.
         make_cells: ``config -> [Cell]`` in a fixed order.
@@ -244,6 +246,7 @@ class Suite:
     claims: Callable[[list[ResultRow]], list[Claim]] = lambda rows: []
     spec_nested: Mapping[str, type] = field(default_factory=dict)
     in_default_run: bool = False
+    experiment_specs: Mapping[str, tuple[type, Mapping[str, type]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default_preset not in self.presets:
@@ -265,7 +268,8 @@ class Suite:
     def rebuild(self, row: ResultRow) -> tuple[Any, Cell]:
         """``(config, cell)`` that reproduce a stored row (checked against its ``cell_id``)."""
         config = dataclass_from_dict(self.config_class, row.config)
-        spec = dataclass_from_dict(self.spec_class, row.spec, self.spec_nested)
+        spec_class, nested = self.experiment_specs.get(row.experiment, (self.spec_class, self.spec_nested))
+        spec = dataclass_from_dict(spec_class, row.spec, nested)
         desc = row.cell
         cell = Cell(
             desc["experiment"], desc["estimator"], spec, desc["n"], dict(desc["extra"]), dict(desc["tags"])
