@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from metagrad.app.claims import Claim
+from metagrad.app.memory import MemoryEstimate
 from metagrad.app.options import Option
 from metagrad.app.provenance import config_hash, provenance
 from metagrad.app.rows import ResultRow
@@ -225,6 +226,8 @@ class Suite:
             (what the leaderboard compares estimators on).
         describe_preset: ``config -> str``, one line for ``metagrad list presets``.
         in_default_run: part of plain ``metagrad bench`` (with its default preset).
+        memory_estimate: ``(config, cell) -> MemoryEstimate`` of a cell's peak memory, checked
+            before a run starts (None: not estimated).
     """
 
     name: str
@@ -244,6 +247,7 @@ class Suite:
     claims: Callable[[list[ResultRow]], list[Claim]] = lambda rows: []
     spec_nested: Mapping[str, type] = field(default_factory=dict)
     in_default_run: bool = False
+    memory_estimate: Callable[[Any, Cell], MemoryEstimate] | None = None
 
     def __post_init__(self) -> None:
         if self.default_preset not in self.presets:

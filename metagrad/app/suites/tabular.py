@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 
 from metagrad.app.claims import fit_loglog_slope, tabular_claims
+from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.plotting import series_panel
@@ -42,7 +43,7 @@ from metagrad.decomposed import (
 from metagrad.envs.tabular import TabularTask, random_task
 from metagrad.estimators import get_estimator
 from metagrad.exact import Objective
-from metagrad.validation import check_int_fields, check_real
+from metagrad.validation import check_int_fields, check_real, check_seed
 
 __all__ = [
     "EXPERIMENTS",
@@ -111,6 +112,7 @@ class TabularBenchConfig:
             )
         check_int_fields(self, ("num_tasks", "num_states", "num_actions", "horizon", "n"), 1)
         check_int_fields(self, ("repeats",), 2)
+        check_seed("seed", self.seed)
         if any(v < 1 for v in self.sweep_n):
             raise ValueError(f"sweep_n: sample sizes must be >= 1, got {self.sweep_n}")
         if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):
@@ -356,6 +358,25 @@ def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None
     return path
 
 
+def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
+    """A cell's peak memory (:mod:`metagrad.app.memory`): its largest sampled stage, the Jacobian
+    graphs kept for the outer gradient, and the tasks (transition tables and alias tables)."""
+    S, A = config.num_states, config.num_actions
+    fixed = config.num_tasks * (40 * S * S * A + 16 * config.repeats * S * A + 10_000)
+    uses_n = cell.experiment in ("decomposition", "sweep_k", "sweep_alpha")
+    return staged_estimate(
+        cell.spec,
+        episodes=episodes_per_estimate(cell.spec),
+        horizon=config.horizon,
+        repeats=config.repeats,
+        peak_per_step=200,
+        kept_per_step=25,
+        fixed=fixed,
+        flags=("--n", "--repeats") if uses_n else ("--repeats",),
+        fixed_flags=("--num-tasks",),
+    )
+
+
 def describe_preset(config: TabularBenchConfig) -> str:
     """One line for ``metagrad list presets``."""
     return (
@@ -396,4 +417,5 @@ SUITE = Suite(
     ),
     describe_preset=describe_preset,
     in_default_run=True,
+    memory_estimate=memory_estimate,
 )
