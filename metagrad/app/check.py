@@ -16,7 +16,8 @@ from pathlib import Path
 
 from metagrad.app.rows import ResultRow
 from metagrad.app.runner import cell_from_row, score_tasks
-from metagrad.app.store import ResultStore
+from metagrad.app.store import ResultStore, check_store_path
+from metagrad.validation import check_real
 
 __all__ = ["CHECKED_METRICS", "Movement", "check_against"]
 
@@ -74,6 +75,7 @@ def check_against(
     beyond its interval. ``problems`` lists stored lines that were ignored (corrupt or truncated).
     ``fresh_out`` optionally stores the fresh rows.
     """
+    check_real("z", z, minimum=0.0, open_min=True)
     store = ResultStore(path)
     if not store.path.exists():
         raise ValueError(f"against: no such result file {store.path}")
@@ -81,6 +83,8 @@ def check_against(
     if not loaded.rows:
         raise ValueError(f"against: {store.path} holds no result rows")
     stored = list(loaded.rows.values())
+    if fresh_out is not None:  # before the recompute, not after it
+        check_store_path(fresh_out, cells=len(stored))
     tasks = [cell_from_row(row) for row in stored]
     fresh = score_tasks(
         tasks,
@@ -93,8 +97,9 @@ def check_against(
     )
     if fresh_out is not None:
         out = ResultStore(fresh_out)
-        for row in fresh:
-            out.append(row)
+        with out.lock():
+            for row in fresh:
+                out.append(row)
     movements = []
     for old, new in zip(stored, fresh, strict=True):
         for metric in CHECKED_METRICS:
