@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -176,6 +177,30 @@ def test_an_estimator_returning_nan_is_named_with_its_cell(tmp_path, bad_estimat
     assert len(failures) == 7 and not (tmp_path / "r.jsonl").exists()
     assert all(f.label.startswith("tabular/decomposition/nan_dice/") for f in failures)
     assert any("NaN" in f.error for f in failures)
+
+
+def test_check_names_cells_that_now_fail_instead_of_comparing_nan(tmp_path, monkeypatch, capsys):
+    """Item 2: `check` reported "moved from nan to nan"; a cell whose recompute is not finite is
+    now a FAILED line naming it, and check exits 1."""
+    monkeypatch.setitem(ESTIMATORS, "mine", ESTIMATORS["pg"])
+    store = tmp_path / "rows.jsonl"
+    assert cli.main([*TINY_ARGS, "--estimators", "mine", "--backend", "serial", "--store", str(store)]) == 0
+    dice = ESTIMATORS["dice"].fn
+    register_estimator(
+        "mine",
+        lambda *a, **k: dice(*a, **k) * 1e200,
+        reference="t",
+        summary="t",
+        uses_critic=True,
+        overwrite=True,
+    )
+    capsys.readouterr()
+    assert cli.main(["check", "--against", str(store), "--backend", "serial", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED tabular/decomposition/mine/")]
+    assert failed and "non-finite metrics" in out and "nan to nan" not in out
+    assert out.splitlines()[-1].startswith("FAIL: ")
+    assert out.splitlines()[-1].endswith(f", {len(failed)} cell(s) could not be recomputed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,24 +382,14 @@ def _alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"  # a zombie has exited
 
 
+_KILLED_RUN = ["bench", "tabular", "--preset", "quick", "--no-progress", "--workers", "2", "--store"]
+
+
 def _start_bench(store: Path) -> tuple[subprocess.Popen, set[int]]:
     """A local-pool bench (2 workers, 49 cells) in its own session; returns it once it has
     stored a row, with its children (the workers and the resource tracker)."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "metagrad.app.cli",
-            "bench",
-            "tabular",
-            "--preset",
-            "quick",
-            "--store",
-            str(store),
-            "--no-progress",
-            "--workers",
-            "2",
-        ],
+        [sys.executable, "-m", "metagrad.app.cli", *_KILLED_RUN, str(store)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -411,17 +426,7 @@ def test_ctrl_c_and_sigterm_end_the_run_with_one_resume_line(tmp_path, sig, grou
     stored = len(_lines(store))
     assert f"({signal.Signals(sig).name}); {stored} of 49 cells are stored in {store}" in lines[0]
     resume = lines[0].split("resume with: ", 1)[1]
-    assert shlex.split(resume)[1:] == [
-        "bench",
-        "tabular",
-        "--preset",
-        "quick",
-        "--store",
-        str(store),
-        "--no-progress",
-        "--workers",
-        "2",
-    ]
+    assert shlex.split(resume)[1:] == [*_KILLED_RUN, str(store)]
     assert not _gone(kids), "worker processes outlived the run"
 
 
@@ -746,28 +751,19 @@ _PLUGIN = (
 
 
 @pytest.mark.skipif(not METAGRAD.exists(), reason="the metagrad console script is not installed")
-def test_import_by_module_name_and_by_path_reaches_the_pool_workers(tmp_path):
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_import_by_module_name_and_by_path_reaches_every_worker(tmp_path, backend):
     """Item 11: `--import my_estimators` (a module in the working directory) failed with "No
-    module named"; `--import ./mine.py` was a raw TypeError."""
+    module named"; `--import ./mine.py` was a raw TypeError. Both now reach the pool workers and
+    the tasks of a local Ray (the estimators are looked up by name in those processes)."""
+    if backend == "ray":
+        pytest.importorskip("ray")
     (tmp_path / "my_estimators.py").write_text(_PLUGIN.format(name="from_cwd"))
     (tmp_path / "mine.py").write_text(_PLUGIN.format(name="from_file"))
+    plugins = ["--import", "my_estimators", "--import", "./mine.py"]
+    run = ["--estimators", "from_cwd,from_file", "--backend", backend, "--workers", "2", "--store", "r.jsonl"]
     proc = subprocess.run(
-        [
-            str(METAGRAD),
-            "--import",
-            "my_estimators",
-            "--import",
-            "./mine.py",
-            *TINY_ARGS,
-            "--estimators",
-            "from_cwd,from_file",
-            "--backend",
-            "local",
-            "--workers",
-            "2",
-            "--store",
-            "r.jsonl",
-        ],
+        [str(METAGRAD), *plugins, *TINY_ARGS, *run],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -790,37 +786,6 @@ def test_import_errors_are_one_line(tmp_path, monkeypatch):
             load_plugin(text)
         with pytest.raises(SystemExit, match=match):
             cli.main(["--import", text, "list"])
-
-
-@pytest.mark.slow
-def test_import_reaches_ray_tasks(tmp_path):
-    """Item 11: both forms in the tasks of a local Ray."""
-    pytest.importorskip("ray")
-    (tmp_path / "my_estimators.py").write_text(_PLUGIN.format(name="from_cwd"))
-    (tmp_path / "mine.py").write_text(_PLUGIN.format(name="from_file"))
-    proc = subprocess.run(
-        [
-            str(METAGRAD),
-            "--import",
-            "my_estimators",
-            "--import",
-            "./mine.py",
-            *TINY_ARGS,
-            "--estimators",
-            "from_cwd,from_file",
-            "--backend",
-            "ray",
-            "--workers",
-            "2",
-            "--store",
-            "r.jsonl",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert len(_lines(tmp_path / "r.jsonl")) == 14
 
 
 # ---------------------------------------------------------------------------------------------
@@ -921,11 +886,16 @@ def test_bench_runs_on_a_cluster_started_with_ray_start(tmp_path):
     ray_cli = Path(sys.executable).with_name("ray")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["HOME"] = str(tmp_path / "home")
-    temp = tmp_path / "ray"
+    temp = Path(tempfile.mkdtemp(prefix="mgray", dir="/tmp"))  # Ray's socket paths must stay short
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     try:
+        # a token, as any earlier local `ray.init()` leaves in ~/.ray: `ray start` then enables
+        # token authentication, and the driver must use it
+        subprocess.run(
+            [str(ray_cli), "get-auth-token", "--generate"], env=env, capture_output=True, check=True
+        )
         started = subprocess.run(
             [
                 str(ray_cli),
@@ -949,7 +919,7 @@ def test_bench_runs_on_a_cluster_started_with_ray_start(tmp_path):
             timeout=180,
         )
         assert started.returncode == 0, started.stderr
-        assert (tmp_path / "home" / ".ray" / "auth_token").exists()  # token authentication is on
+        assert "Token authentication is enabled" in started.stderr + started.stdout
         argv = [*TINY_ARGS, "--estimators", "pg"]
         proc = subprocess.run(
             [
@@ -972,6 +942,7 @@ def test_bench_runs_on_a_cluster_started_with_ray_start(tmp_path):
         assert proc.returncode == 0, proc.stderr
     finally:
         _stop_cluster(str(temp))
+        shutil.rmtree(temp, ignore_errors=True)
     assert cli.main([*argv, "--backend", "serial", "--store", str(tmp_path / "serial.jsonl")]) == 0
     on_ray = {r["cell_id"]: r["mse"] for r in _lines(tmp_path / "ray.jsonl")}
     assert on_ray == {r["cell_id"]: r["mse"] for r in _lines(tmp_path / "serial.jsonl")}

@@ -262,6 +262,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
     _check_args(lambda: check_real("--z", args.z, minimum=0.0, open_min=True))
+    failures = []
     try:
         movements, fresh, problems = check_against(
             args.against,
@@ -275,19 +276,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             fresh_out=args.out,
         )
     except CellsFailed as exc:
-        for failure in exc.failures:
-            print(f"FAILED {failure}")
-        print(f"FAIL: {len(exc.failures)} cell(s) could not be recomputed")
-        return 1
+        (movements, fresh, problems), failures = exc.results, exc.failures
     except ValueError as exc:
         raise SystemExit(f"metagrad: {exc}") from exc
     for problem in problems:
         print(f"metagrad: {problem}", file=sys.stderr)
     for movement in movements:
         print(f"MOVED {movement}")
-    status = "FAIL" if movements else "OK"
-    print(f"{status}: {len(fresh)} cells recomputed, {len(movements)} metric(s) moved beyond their interval")
-    return 1 if movements else 0
+    for failure in failures:
+        print(f"FAILED {failure}")
+    status = "FAIL" if movements or failures else "OK"
+    print(
+        f"{status}: {len(fresh)} cells recomputed, {len(movements)} metric(s) moved beyond their interval"
+        + (f", {len(failures)} cell(s) could not be recomputed" if failures else "")
+    )
+    return 1 if movements or failures else 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
