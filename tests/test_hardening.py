@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import importlib.util
 import json
 import math
 import os
@@ -893,9 +894,7 @@ def test_bench_runs_on_a_cluster_started_with_ray_start(tmp_path):
     try:
         # a token, as any earlier local `ray.init()` leaves in ~/.ray: `ray start` then enables
         # token authentication, and the driver must use it
-        subprocess.run(
-            [str(ray_cli), "get-auth-token", "--generate"], env=env, capture_output=True, check=True
-        )
+        token = subprocess.run([str(ray_cli), "get-auth-token", "--generate"], env=env, capture_output=True)
         started = subprocess.run(
             [
                 str(ray_cli),
@@ -919,7 +918,10 @@ def test_bench_runs_on_a_cluster_started_with_ray_start(tmp_path):
             timeout=180,
         )
         assert started.returncode == 0, started.stderr
-        assert "Token authentication is enabled" in started.stderr + started.stdout
+        auto = importlib.util.find_spec("ray._private.authentication.authentication_token_setup")
+        if token.returncode == 0 and auto and "def maybe_enable_token_auth" in Path(auto.origin).read_text():
+            # a Ray whose `ray start` turns token authentication on when a token exists (2.60)
+            assert "Token authentication is enabled" in started.stderr + started.stdout
         argv = [*TINY_ARGS, "--estimators", "pg"]
         proc = subprocess.run(
             [

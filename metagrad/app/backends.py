@@ -248,14 +248,21 @@ def execute(
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and terminate the workers (instead of waiting for them)."""
+    """Cancel what has not started and terminate the workers (instead of waiting for them).
+
+    The pool's manager thread is joined before returning: left running, it can close its wakeup
+    pipe while the interpreter's exit hook writes to it (an ``OSError`` traceback at exit).
+    """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join(timeout=5)
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 def _execute_local(
@@ -297,11 +304,14 @@ def _enable_ray_token_auth() -> None:
         return
     try:
         from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
+            maybe_enable_token_auth_if_token_available as enable,
         )
-    except ImportError:  # a Ray without token authentication
+    except ImportError:  # a Ray without token authentication (before 2.5x)
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        enable(warn_if_disabled=False)
+    except TypeError:  # pragma: no cover - an older signature
+        enable()
 
 
 def _check_reachable(address: str) -> None:

@@ -12,11 +12,8 @@ stored; the run goes on with the other cells and ends with :class:`CellsFailed`.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +57,6 @@ class BenchInterrupted(KeyboardInterrupt):
     def __init__(self, done: int, total: int, store: Path) -> None:
         self.done, self.total, self.store = done, total, store
         super().__init__(f"{done} of {total} cells are stored in {store}")
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT / SIGTERM until the block ends (POSIX; elsewhere a no-op)."""
-    mask = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def check_task_memory(
@@ -158,7 +141,6 @@ def run_bench(
 
         failures: list[CellFailure] = []
         start = time.perf_counter()
-        done = done_before
         try:
             with progress_bar(total, "bench", "cell", disable=not progress, initial=done_before) as bar:
                 for result in execute(
@@ -168,13 +150,14 @@ def run_bench(
                         failures.append(result)
                         log(f"metagrad: cell failed, not stored: {result}")
                     else:
-                        with _signals_deferred():  # the row and the count of stored rows agree
-                            result_store.append(result)
-                            stored[result.cell_id] = result
-                            done += 1
+                        result_store.append(result)
+                        stored[result.cell_id] = result
                         bar.set_postfix_str(f"{result.bench} {result.experiment} {result.estimator}")
                     bar.update(1)
         except KeyboardInterrupt:
+            # count what the store holds now (the interrupt may fall between a write and its
+            # bookkeeping): exactly what the resumed run will find
+            done = sum(key in every for key in result_store.load(warn=False).rows)
             raise BenchInterrupted(done, total, result_store.path) from None
     elapsed = time.perf_counter() - start
     if todo:
