@@ -341,7 +341,12 @@ def _connect_ray(ray: Any, address: str | None, workers: int) -> None:
         with contextlib.suppress(Exception):
             ray.shutdown()
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BackendError(f"cannot connect to the Ray cluster at {address}: {first}") from None
+        hint = (
+            ""
+            if "RAY_AUTH_MODE" in os.environ
+            else " (a cluster with token authentication: set RAY_AUTH_MODE=token)"
+        )
+        raise BackendError(f"cannot connect to the Ray cluster at {address}: {first}{hint}") from None
 
 
 def _execute_ray(
