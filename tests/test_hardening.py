@@ -1036,6 +1036,8 @@ def test_every_readme_command_parses_and_validates(monkeypatch):
             assert cli._bench_runs(args), argv
         elif args.command == "compare":
             cli._compare_config(args)
+    quick = cli._bench_runs(parser.parse_args(["bench", "--preset", "quick"]))
+    assert [(suite, config.preset) for suite, config in quick] == [("tabular", "quick"), ("ipd", "quick")]
     subcommands = {a.dest: a for a in parser._subparsers._group_actions}["command"].choices
     for synopsis in synopses:
         words = shlex.split(synopsis.replace("[", " ").replace("]", " ").replace("|", " "))

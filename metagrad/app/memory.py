@@ -12,7 +12,8 @@ with per-step constants chosen per engine as upper bounds of measured single-cel
 of ``ru_maxrss`` over a warmed-up process, n = 2,000-40,000, torch 2.13 CPU): tabular 200 / 25
 bytes, IPD 220 / 65 (two agents' log-probs). Against those measurements (tabular ele, eel, lee,
 lel, lll at K = 1-3; IPD ele, lee, lll at 1-3 lookahead steps, off-policy with replay) the
-estimate is 1.1-2.8x the measured peak, never below it.
+estimate is 1.0-2.4x the measured peak (2.7x for an off-policy cell with 3x replay), never below
+it; ``tests/test_hardening.py::test_memory_estimates_bound_measured_peaks`` (slow) re-measures.
 :func:`check_memory` compares the largest cell, and the ``workers`` largest together, with the
 memory available now.
 """
