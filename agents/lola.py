@@ -29,6 +29,7 @@ learner with a sampled source uses the variant's outer estimator.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -269,7 +270,7 @@ def play(
         history["path2"].append(stop_gradient(learners[1].theta).cpu().clone())
 
     iterator = range(iterations)
-    if progress:
+    if progress and sys.stderr.isatty():  # per-run bars only on a terminal
         iterator = tqdm(iterator, desc=f"{config1.label} vs {config2.label}", unit="it", leave=False)
     for it in iterator:
         record()

@@ -11,6 +11,7 @@ reference learner (``exact=True``), from the float64 closed form.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,7 +192,7 @@ def train_maml(
     history: dict[str, Any] = {"held_out_return": [], "episodes": [], "cosine": []}
     start = time.perf_counter()
     iterator = range(iterations)
-    if progress:
+    if progress and sys.stderr.isatty():  # per-run bars only on a terminal
         iterator = tqdm(iterator, desc=config.label, unit="it", leave=False)
     for it in iterator:
         history["held_out_return"].append(learner.evaluate(held))

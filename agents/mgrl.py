@@ -33,7 +33,7 @@ from torch import nn
 from metagrad.agents.a2c import A2CConfig, Params, Rollout, a2c_loss, build_model, collect_rollout
 from metagrad.envs.atari import AtariConfig, AtariVector
 from metagrad.estimators import get_estimator, stop_gradient
-from metagrad.validation import check_real, check_real_fields
+from metagrad.validation import check_int, check_real, check_real_fields
 
 __all__ = [
     "META_NAMES",
@@ -69,12 +69,7 @@ class MGRLConfig:
     outer: str = "fresh"
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.inner_steps, bool)
-            or not isinstance(self.inner_steps, int)
-            or self.inner_steps < 1
-        ):
-            raise ValueError(f"inner_steps: expected an integer >= 1, got {self.inner_steps!r}")
+        check_int("inner_steps", self.inner_steps, 1)
         get_estimator(self.estimator)
         if self.outer not in OUTER_MODES:
             raise ValueError(f"outer: expected one of {OUTER_MODES}, got {self.outer!r}")
@@ -82,6 +77,7 @@ class MGRLConfig:
             self, ("init_gamma", "init_lambda"), minimum=0.0, maximum=1.0, open_min=True, open_max=True
         )
         check_real("meta_lr", self.meta_lr, minimum=0.0, open_min=True)
+        check_real_fields(self, ("outer_gamma", "outer_lambda"), minimum=0.0, maximum=1.0)
 
 
 def initial_meta_parameters(config: MGRLConfig, device: str = "cpu") -> dict[str, torch.Tensor]:

@@ -36,7 +36,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from metagrad.envs.tabular import TimeMajorBatch
+from metagrad.envs.tabular import RENDER_FPS, TimeMajorBatch, cell_strip
 from metagrad.validation import check_finite_tensor, check_int, check_real
 
 __all__ = [
@@ -363,6 +363,21 @@ def _np_policy(logits: Any, name: str) -> np.ndarray:
     return torch.sigmoid(theta).numpy()
 
 
+_ACTION_COLOURS = np.array([[0, 170, 0], [200, 0, 0], [60, 60, 60]], dtype=np.uint8)  # C, D, none
+
+
+def _render(mode: str | None, state: int, t: int, horizon: int) -> str | np.ndarray | None:
+    """The ``ansi`` line or the ``rgb_array`` frame (the last two actions, own side first, green
+    cooperate / red defect, grey at the start, over the episode's progress)."""
+    if mode == "ansi":
+        last = "start" if state == 0 else OUTCOMES[state - 1]
+        return f"t={t} last={last}"
+    if mode == "rgb_array":
+        actions = (2, 2) if state == 0 else divmod(state - 1, 2)
+        return cell_strip(_ACTION_COLOURS[list(actions)], t / horizon)
+    return None
+
+
 class IPDEnv(gym.Env):
     """Gymnasium single-agent face: play against a fixed memory-one opponent.
 
@@ -378,7 +393,7 @@ class IPDEnv(gym.Env):
         game: ``"ipd"`` or ``"imp"``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": RENDER_FPS}
 
     def __init__(
         self,
@@ -403,7 +418,7 @@ class IPDEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._state, self._t = 0, 0
-        return 0, {"step": 0}
+        return np.int64(0), {"step": 0}
 
     def step(self, action):
         if not self.action_space.contains(action):
@@ -415,13 +430,10 @@ class IPDEnv(gym.Env):
         self._t += 1
         reward = float(self.game.payoff1[outcome])
         truncated = self._t >= self.horizon
-        return self._state, reward, False, truncated, {"step": self._t, "opponent_action": other}
+        return np.int64(self._state), reward, False, truncated, {"step": self._t, "opponent_action": other}
 
     def render(self):
-        if self.render_mode == "ansi":
-            last = "start" if self._state == 0 else OUTCOMES[self._state - 1]
-            return f"t={self._t} last={last}"
-        return None
+        return _render(self.render_mode, self._state, self._t, self.horizon)
 
 
 class IPDParallelEnv(ParallelEnv):
@@ -434,7 +446,8 @@ class IPDParallelEnv(ParallelEnv):
     """
 
     metadata: ClassVar[dict[str, Any]] = {
-        "render_modes": ["ansi"],
+        "render_modes": ["ansi", "rgb_array"],
+        "render_fps": RENDER_FPS,
         "name": "ipd_v0",
         "is_parallelizable": True,
     }
@@ -461,8 +474,12 @@ class IPDParallelEnv(ParallelEnv):
     def action_space(self, agent: str) -> spaces.Discrete:
         return spaces.Discrete(2)
 
-    def _observations(self) -> dict[str, int]:
-        return {"player_0": self._state, "player_1": STATE_SWAP[self._state]}
+    def _observations(self) -> dict[str, np.ndarray]:
+        # 0-d int64 arrays: members of Discrete(5) with a dtype, as PettingZoo's AEC checks want
+        return {
+            "player_0": np.array(self._state, dtype=np.int64),
+            "player_1": np.array(STATE_SWAP[self._state], dtype=np.int64),
+        }
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         self.agents = list(self.possible_agents)
@@ -496,10 +513,7 @@ class IPDParallelEnv(ParallelEnv):
         return observations, rewards, terminations, truncations, infos
 
     def render(self):
-        if self.render_mode == "ansi":
-            last = "start" if self._state == 0 else OUTCOMES[self._state - 1]
-            return f"t={self._t} last={last}"
-        return None
+        return _render(self.render_mode, self._state, self._t, self.horizon)
 
     def close(self) -> None:
         pass

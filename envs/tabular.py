@@ -31,6 +31,7 @@ __all__ = [
     "TimeMajorBatch",
     "Trajectory",
     "alias_table",
+    "cell_strip",
     "check_logits",
     "expand_to_tasks",
     "policy_log_probs",
@@ -572,15 +573,31 @@ def _task_from_kwargs(task: TabularTask | None, seed: int | None, task_kwargs: d
     return random_task(seed=0 if seed is None else seed, **task_kwargs)
 
 
+RENDER_FPS = 4
+
+
+def cell_strip(colours: Any, progress: float, cell: int = 16) -> np.ndarray:
+    """An RGB frame (``uint8 [cell + 4, n * cell, 3]``): one square per row of ``colours [n, 3]``
+    and, below, a bar filled to ``progress`` (the share of the episode played)."""
+    colours = np.asarray(colours, dtype=np.uint8)
+    width = len(colours) * cell
+    frame = np.zeros((cell + 4, width, 3), dtype=np.uint8)
+    frame[:cell] = np.repeat(colours, cell, axis=0)[None]
+    frame[cell + 1 : cell + 3, : round(min(max(progress, 0.0), 1.0) * width)] = 255
+    return frame
+
+
 class TabularMDPEnv(gym.Env):
     """Gymnasium face of a :class:`TabularTask` (id ``MetaGrad/TabularMDP-v0``).
 
-    Observations and actions are ``Discrete``; episodes are truncated at the horizon (never
-    terminated). Pass ``task=`` or let ``task_seed`` and the :func:`random_task` keyword
-    arguments draw one. ``info["step"]`` counts steps within the episode.
+    Observations (``numpy.int64``, as ``Discrete`` samples are) and actions are ``Discrete``;
+    episodes are truncated at the horizon (never terminated). Pass ``task=`` or let ``task_seed``
+    and the :func:`random_task` keyword arguments draw one. ``info["step"]`` counts steps within
+    the episode. Render modes: ``"ansi"`` (a line of text) and ``"rgb_array"`` (one square per
+    state, the current one lit, over the episode's progress; what SB3's ``make_vec_env`` asks for).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": RENDER_FPS}
 
     def __init__(
         self,
@@ -607,7 +624,7 @@ class TabularMDPEnv(gym.Env):
         super().reset(seed=seed)
         self._state = int(self.np_random.choice(self.task.num_states, p=self._init))
         self._t = 0
-        return self._state, {"step": 0}
+        return np.int64(self._state), {"step": 0}
 
     def step(self, action):
         if not self.action_space.contains(action):
@@ -617,11 +634,15 @@ class TabularMDPEnv(gym.Env):
         self._state = int(self.np_random.choice(self.task.num_states, p=self._P[self._state, a]))
         self._t += 1
         truncated = self._t >= self.task.horizon
-        return self._state, reward, False, truncated, {"step": self._t}
+        return np.int64(self._state), reward, False, truncated, {"step": self._t}
 
     def render(self):
         if self.render_mode == "ansi":
             return f"t={self._t} state={self._state}"
+        if self.render_mode == "rgb_array":
+            colours = np.full((self.task.num_states, 3), 60, dtype=np.uint8)
+            colours[self._state] = 255
+            return cell_strip(colours, self._t / self.task.horizon)
         return None
 
 

@@ -228,6 +228,8 @@ class StageSpec:
         elif self.replay:
             raise ValueError("replay: an exact stage uses no trajectories")
         object.__setattr__(self, "params", tuple(sorted(dict(self.params).items())))
+        for key, value in self.params:
+            check_real(f"params.{key}", value)
 
     @property
     def is_exact(self) -> bool:

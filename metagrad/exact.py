@@ -28,7 +28,7 @@ import torch
 
 from metagrad.envs.ipd import STATE_SWAP, MatrixGame, check_gamma, check_memory_one_logits, get_game
 from metagrad.envs.tabular import TabularTask, check_logits, expand_to_tasks
-from metagrad.validation import check_int, check_real
+from metagrad.validation import check_finite_tensor, check_int, check_real
 
 __all__ = [
     "OBJECTIVES",
@@ -76,6 +76,8 @@ def policy_model(
         ``(P_pi [*G, S, S], r_pi [*G, S])`` in the dtype of ``logits``.
     """
     check_logits(task, logits)
+    if reward is not None:
+        check_finite_tensor("reward", reward)
     pi = torch.softmax(logits, -1)
     P = task.P.to(device=logits.device, dtype=logits.dtype)
     R = task.R.to(device=logits.device, dtype=logits.dtype) if reward is None else reward

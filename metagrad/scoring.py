@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from metagrad.validation import check_real
+from metagrad.validation import check_int, check_real
 
 __all__ = ["Score", "centred_cosine", "score"]
 
@@ -91,7 +91,8 @@ def score(
         confidence: level of the bias CI.
         generator: randomness of the bootstrap (seeded: the same inputs give the same score).
     Returns:
-        A :class:`Score`.
+        A :class:`Score`; every metric is finite (``ValueError`` naming the metrics otherwise, e.g.
+        when estimates are so large that their squares overflow float64).
     """
     samples = torch.as_tensor(samples).detach().to(torch.float64)
     exact = torch.as_tensor(exact).detach().to(torch.float64)
@@ -113,6 +114,7 @@ def score(
     if not (torch.isfinite(samples).all() and torch.isfinite(exact).all()):
         raise ValueError("samples/exact: contain NaN or infinite entries")
     check_real("confidence", confidence, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    check_int("num_bootstrap", num_bootstrap, 2)
 
     corr_each = centred_cosine(samples, exact.unsqueeze(1)).reshape(-1)
     bias_sq, variance = _bias_terms(samples, exact)
@@ -137,7 +139,7 @@ def score(
     b_cos = torch.nn.functional.cosine_similarity(boot.mean(2), exact, dim=-1).mean(-1)
 
     n_all = corr_each.numel()
-    return Score(
+    result = Score(
         corr=float(corr_each.mean()),
         corr_std=float(corr_each.std()) if n_all > 1 else 0.0,
         corr_se=float(corr_each.std() / math.sqrt(n_all)) if n_all > 1 else 0.0,
@@ -157,3 +159,11 @@ def score(
         num_tasks=N,
         repeats=R,
     )
+    bad = {k: v for k, v in result.to_dict().items() if not math.isfinite(v)}
+    if bad:
+        raise ValueError(
+            "score: non-finite metrics "
+            + ", ".join(f"{k}={v}" for k, v in bad.items())
+            + f" (largest |estimate| {float(samples.abs().max()):.3g}: the squared errors overflow float64)"
+        )
+    return result

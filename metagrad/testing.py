@@ -30,6 +30,7 @@ import torch
 from metagrad.decomposed import critic_values
 from metagrad.envs.tabular import TabularTask, policy_log_probs, random_task, rollout
 from metagrad.exact import tabular_return, tabular_values
+from metagrad.validation import check_int, check_real, check_seed
 
 __all__ = [
     "UnbiasednessReport",
@@ -130,17 +131,13 @@ def check_unbiased(
     """
     if order not in (1, 2):
         raise ValueError(f"order: expected 1 or 2, got {order!r}")
-    for name, value in (
-        ("num_groups", num_groups),
-        ("episodes_per_group", episodes_per_group),
-        ("directions", directions),
-    ):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (2 if name == "num_groups" else 1)
-        ):
-            raise ValueError(f"{name}: expected a positive integer (num_groups >= 2), got {value!r}")
+    check_int("num_groups", num_groups, 2)
+    check_int("episodes_per_group", episodes_per_group, 1)
+    check_int("directions", directions, 1)
+    check_real("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    check_seed("seed", seed)
+    if critic_noise is not None:
+        check_real("critic_noise", critic_noise, minimum=0.0)
     gen = torch.Generator().manual_seed(seed)
     task = _default_task(seed) if task is None else task
     S, A = task.num_states, task.num_actions

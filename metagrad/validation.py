@@ -16,16 +16,40 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_finite_tensor", "check_int", "check_int_fields", "check_real", "check_real_fields"]
+__all__ = [
+    "SEED_MAX",
+    "check_finite_tensor",
+    "check_int",
+    "check_int_fields",
+    "check_real",
+    "check_real_fields",
+    "check_seed",
+]
+
+# Largest run seed: cells mix it into 64-bit generator seeds, and numpy's legacy seeding takes 32 bits.
+SEED_MAX = 2**32 - 1
 
 
-def check_int(name: str, value: Any, minimum: int = 1, *, numpy_ok: bool = False) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``; numpy integers
-    pass only with ``numpy_ok``."""
+def check_int(
+    name: str, value: Any, minimum: int = 1, *, maximum: int | None = None, numpy_ok: bool = False
+) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum`` (and ``<= maximum``
+    when given); numpy integers pass only with ``numpy_ok``."""
     types = (int, np.integer) if numpy_ok else int
-    if isinstance(value, bool) or not isinstance(value, types) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, types)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ValueError(f"{name}: expected an integer {bounds}, got {value!r}")
     return int(value)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A run seed: an integer in ``[0, SEED_MAX]``."""
+    return check_int(name, value, 0, maximum=SEED_MAX)
 
 
 def check_int_fields(obj: Any, names: Iterable[str], minimum: int = 1) -> None:

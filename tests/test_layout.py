@@ -127,5 +127,7 @@ def test_every_suite_is_a_complete_plugin():
             assert set(config.experiments) <= set(suite.experiments)
             cells = suite.make_cells(config)
             assert cells and len({cell.key(config) for cell in cells}) == len(cells)
+            if suite.memory_estimate is not None:  # every cell of every preset has an estimate
+                assert all(suite.memory_estimate(config, cell).bytes > 0 for cell in cells)
         assert {o.dest for o in suite.options} >= {"seed", "repeats", "estimators"}
         assert suite.describe_preset(suite.presets[suite.default_preset])

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metagrad.app.rows import ResultRow
-from metagrad.app.runner import cell_from_row, score_tasks
-from metagrad.app.store import ResultStore
+from metagrad.app.runner import CellsFailed, cell_from_row, score_tasks
+from metagrad.app.store import ResultStore, check_store_path
+from metagrad.validation import check_real
 
 __all__ = ["CHECKED_METRICS", "Movement", "check_against"]
 
@@ -72,8 +73,11 @@ def check_against(
 
     Returns ``(movements, fresh_rows, problems)``; an empty ``movements`` means no metric moved
     beyond its interval. ``problems`` lists stored lines that were ignored (corrupt or truncated).
-    ``fresh_out`` optionally stores the fresh rows.
+    ``fresh_out`` optionally stores the fresh rows. Cells that now fail (they raise, or their
+    metrics are not finite) raise :class:`~metagrad.app.runner.CellsFailed` once the other cells
+    are compared; its ``results`` hold that ``(movements, fresh_rows, problems)``.
     """
+    check_real("z", z, minimum=0.0, open_min=True)
     store = ResultStore(path)
     if not store.path.exists():
         raise ValueError(f"against: no such result file {store.path}")
@@ -81,25 +85,35 @@ def check_against(
     if not loaded.rows:
         raise ValueError(f"against: {store.path} holds no result rows")
     stored = list(loaded.rows.values())
+    if fresh_out is not None:  # before the recompute, not after it
+        check_store_path(fresh_out, cells=len(stored))
     tasks = [cell_from_row(row) for row in stored]
-    fresh = score_tasks(
-        tasks,
-        backend=backend,
-        workers=workers,
-        address=address,
-        device=device,
-        plugins=plugins,
-        progress=progress,
-    )
+    failures = []
+    try:
+        fresh = score_tasks(
+            tasks,
+            backend=backend,
+            workers=workers,
+            address=address,
+            device=device,
+            plugins=plugins,
+            progress=progress,
+        )
+    except CellsFailed as exc:
+        fresh, failures = exc.results, exc.failures
     if fresh_out is not None:
         out = ResultStore(fresh_out)
-        for row in fresh:
-            out.append(row)
+        with out.lock():
+            for row in fresh:
+                out.append(row)
     movements = []
-    for old, new in zip(stored, fresh, strict=True):
+    by_id = {row.cell_id: row for row in fresh}
+    for old, new in ((old, by_id[old.cell_id]) for old in stored if old.cell_id in by_id):
         for metric in CHECKED_METRICS:
             low, high = _interval(old, metric, z)
             value, before = new.value(metric), old.value(metric)
             if not (low <= value <= high) and value != before:
                 movements.append(Movement(old.cell_id, old.label, metric, before, value, low, high))
+    if failures:
+        raise CellsFailed(failures, (movements, fresh, loaded.problems))
     return movements, fresh, loaded.problems

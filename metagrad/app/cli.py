@@ -8,26 +8,32 @@ plugins, so adding a suite or a comparison needs no change here.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import shlex
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metagrad.app import perf
+from metagrad.app.backends import BackendError, PluginError, load_plugin
 from metagrad.app.check import check_against
 from metagrad.app.compare import COMPARISONS, get_comparison
+from metagrad.app.memory import InsufficientMemory
 from metagrad.app.options import Option, collect_overrides
+from metagrad.app.outputs import write_text_atomic
 from metagrad.app.provenance import run_metadata
 from metagrad.app.report import evaluate_claims, write_outputs
-from metagrad.app.runner import RunResults, run_bench
-from metagrad.app.store import ResultStore
+from metagrad.app.runner import BenchInterrupted, CellsFailed, RunResults, run_bench
+from metagrad.app.store import ResultStore, StoreError, check_output_path
 from metagrad.app.suites import SUITES, default_runs, get_suite
 from metagrad.envs import ENV_IDS
 from metagrad.estimators import ESTIMATORS
+from metagrad.validation import check_int, check_real
 
 __all__ = ["build_parser", "main"]
 
@@ -81,6 +87,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_perf(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
+    _check_args(lambda: check_int("--episodes", args.episodes))
+    _check_args(lambda: check_int("--loop-episodes", args.loop_episodes))
+    if args.out:
+        check_output_path(args.out)
     engine = perf.rollout_throughput(num_episodes=args.episodes, device=device)
     loop = perf.python_loop_throughput(num_episodes=args.loop_episodes)
     ratio = engine["steps_per_s"] / loop["steps_per_s"]
@@ -120,8 +130,8 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         f"{maml['seconds_per_iteration'] * 1e3:.1f} ms"
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(
+        write_text_atomic(
+            args.out,
             json.dumps(
                 {
                     "rollout": engine,
@@ -134,7 +144,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
                 },
                 indent=2,
                 default=str,
-            )
+            ),
         )
     return 0
 
@@ -194,12 +204,18 @@ def _print_written(written: dict[str, Path], total: int, store: Path) -> None:
     )
 
 
+def _check_outputs(store: Path) -> None:
+    """The store and the fixed outputs beside it can be used (checked before any work)."""
+    for path in (store, store.parent / "leaderboard.md", store.parent / "report.md"):
+        check_output_path(path)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
     runs = _bench_runs(args)
     store = _store_path(args)
-    if args.fresh and store.exists():
-        store.unlink()
+    _check_outputs(store)
+    failed: CellsFailed | None = None
     try:
         results = run_bench(
             runs,
@@ -210,16 +226,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             device=device,
             progress=not args.no_progress,
             plugins=tuple(args.imports),
+            fresh=args.fresh,
         )
+    except CellsFailed as exc:
+        failed, results = exc, exc.results
     except ValueError as exc:
         raise SystemExit(f"metagrad: {exc}") from exc
     written = write_outputs(results, store.parent)
     _print_written(written, sum(len(rows) for rows in results.values()), store)
+    if failed is not None:
+        raise SystemExit(
+            f"metagrad: {len(failed.failures)} cell(s) failed and were not stored (listed above); "
+            "they are retried when the same command runs again"
+        )
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     store = _store_path(args)
+    _check_outputs(store)
     loaded = ResultStore(store).load(warn=False)
     for problem in loaded.problems:
         print(f"metagrad: {problem}", file=sys.stderr)
@@ -237,6 +262,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
+    _check_args(lambda: check_real("--z", args.z, minimum=0.0, open_min=True))
+    failures = []
     try:
         movements, fresh, problems = check_against(
             args.against,
@@ -249,19 +276,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             fresh_out=args.out,
         )
+    except CellsFailed as exc:
+        (movements, fresh, problems), failures = exc.results, exc.failures
     except ValueError as exc:
         raise SystemExit(f"metagrad: {exc}") from exc
     for problem in problems:
         print(f"metagrad: {problem}", file=sys.stderr)
     for movement in movements:
         print(f"MOVED {movement}")
-    status = "FAIL" if movements else "OK"
-    print(f"{status}: {len(fresh)} cells recomputed, {len(movements)} metric(s) moved beyond their interval")
-    return 1 if movements else 0
+    for failure in failures:
+        print(f"FAILED {failure}")
+    status = "FAIL" if movements or failures else "OK"
+    print(
+        f"{status}: {len(fresh)} cells recomputed, {len(movements)} metric(s) moved beyond their interval"
+        + (f", {len(failures)} cell(s) could not be recomputed" if failures else "")
+    )
+    return 1 if movements or failures else 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     device = _check_device(args.device)
+    comparison, config = _compare_config(args)
+    check_output_path(Path(args.out) / comparison.table_path(args.out).name)
+    rows = comparison.run(config, args.out, device=device, progress=not args.no_progress)
+    print(comparison.table_path(args.out).read_text())
+    print(f"wrote {len(rows)} runs to {args.out}/ (JSONL rows, curves CSV, table, plots)")
+    return 0
+
+
+def _compare_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The comparison and its validated config of a ``compare`` call (nothing runs before this)."""
     comparison = get_comparison(args.suite)
     every = {o.dest: o for c in COMPARISONS.values() for o in c.options}
     given = _given(args, every.values())
@@ -274,10 +318,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         config = comparison.config_class(**collect_overrides(comparison.options, given))
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"metagrad: bad compare configuration: {exc}") from exc
-    rows = comparison.run(config, args.out, device=device, progress=not args.no_progress)
-    print(comparison.table_path(args.out).read_text())
-    print(f"wrote {len(rows)} runs to {args.out}/ (JSONL rows, curves CSV, table, plots)")
-    return 0
+    return comparison, config
 
 
 def _add_backend_args(parser: argparse.ArgumentParser) -> None:
@@ -373,17 +414,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_args(check: Callable[[], object]) -> None:
+    try:
+        check()
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: {exc}") from exc
+
+
+def _resume_line(argv: list[str], exc: KeyboardInterrupt, signum: int) -> str:
+    """The one line printed on Ctrl-C / SIGTERM: what was kept and the command that goes on."""
+    name = signal.Signals(signum).name
+    again = shlex.join(["metagrad", *(a for a in argv if a != "--fresh")])
+    if isinstance(exc, BenchInterrupted):
+        return f"metagrad: interrupted ({name}); {exc}; resume with: {again}"
+    if "bench" in argv:
+        return f"metagrad: interrupted ({name}); the cells already stored are kept; resume with: {again}"
+    return f"metagrad: interrupted ({name}); nothing was stored; run again with: {again}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        # the first SIGINT / SIGTERM ends the run cleanly; later ones wait for that to finish
+        received.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        signum = received[0] if received else signal.SIGINT
+        print(_resume_line(argv, exc, signum), file=sys.stderr)
+        return 128 + signum
+    except (StoreError, InsufficientMemory, BackendError, PluginError, CellsFailed) as exc:
+        raise SystemExit(f"metagrad: {exc}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str]) -> int:
     # --import first: the modules may register estimators, suites or comparisons the parser lists
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--import", dest="imports", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
-    for module in known.imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise SystemExit(f"metagrad: --import {module}: {exc}") from exc
+    plugins = [load_plugin(module) for module in known.imports]
     args = build_parser().parse_args(argv)
+    args.imports = plugins  # the resolved forms, which every worker process imports too
     _set_threads(args.threads)
     return args.func(args)
 

@@ -1,4 +1,9 @@
-"""What every result row carries: package versions, git commit, device, host threads."""
+"""What every result row carries: package versions, the suite's own commit, device, threads, host.
+
+The ``metagrad`` version is always recorded (``versions``); ``git_commit`` is the suite's own
+commit (with ``-dirty`` for local changes) only when it runs from its checkout, and ``"none"``
+otherwise: an installed copy inside a user's git repository never records the user's commit.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import functools
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +20,16 @@ import torch
 
 from metagrad.app.rows import Provenance
 
-__all__ = ["config_hash", "git_commit", "package_versions", "provenance", "run_metadata"]
+__all__ = [
+    "NO_CHECKOUT",
+    "checkout_commit",
+    "code_version",
+    "config_hash",
+    "git_commit",
+    "package_versions",
+    "provenance",
+    "run_metadata",
+]
 
 _PACKAGES = (
     "metagrad",
@@ -46,25 +61,52 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+NO_CHECKOUT = "none"
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def checkout_commit(package_dir: str | Path) -> str | None:
+    """``HEAD`` (with ``-dirty`` when tracked files changed) of the metagrad checkout whose own
+    ``metagrad/`` folder is ``package_dir``; None for any other location: an installed copy, or a
+    copy inside someone else's git repository (whose commit says nothing about this code)."""
+    package_dir = Path(package_dir).resolve()
+    try:
+        top = Path(_git(["rev-parse", "--show-toplevel"], package_dir)).resolve()
+        pyproject = (top / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", pyproject, re.MULTILINE | re.DOTALL)
+    named = project and re.search(r"^name\s*=\s*[\"']metagrad[\"']\s*$", project.group(1), re.MULTILINE)
+    if not named or top / "metagrad" != package_dir:
+        return None
+    try:
+        sha = _git(["rev-parse", "HEAD"], top)
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], top)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """``HEAD`` of the checkout holding this package, with ``-dirty`` if it has local changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
+    """The suite's own commit when it runs from its checkout (``<sha>`` or ``<sha>-dirty``), else
+    ``"none"`` (the version, recorded in every row's ``versions``, then names the code)."""
+    return checkout_commit(Path(__file__).resolve().parent.parent) or NO_CHECKOUT
+
+
+def code_version(provenance: Provenance | None = None) -> str:
+    """How messages name the code behind ``provenance`` (default: this process): its commit, or
+    ``metagrad <version>`` outside a checkout."""
+    if provenance is None:
+        return git_commit() if git_commit() != NO_CHECKOUT else f"metagrad {package_versions()['metagrad']}"
+    if provenance.git_commit not in (NO_CHECKOUT, "unknown"):
+        return provenance.git_commit
+    return f"metagrad {provenance.versions.get('metagrad', 'unknown version')}"
 
 
 def run_metadata(device: str | torch.device = "cpu") -> dict[str, object]:

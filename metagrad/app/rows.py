@@ -16,8 +16,8 @@ A row is stored as one flat JSON object (easy to load with ``pandas.read_json(li
     structure   spec, cell, config (everything needed to recompute the cell)
     provenance  versions, git_commit, device, torch_threads, host
 
-:meth:`ResultRow.from_json` validates a stored object against this schema (types, required keys)
-and raises :class:`RowError` naming what is wrong.
+:meth:`ResultRow.from_json` validates a stored object against this schema (types, required keys,
+finite numbers, the cell description) and raises :class:`RowError` naming what is wrong.
 """
 
 from __future__ import annotations
@@ -167,10 +167,14 @@ class ResultRow:
                 raise RowError(f"{name}: expected an object, got {type(data[name]).__name__}")
         if not isinstance(data["versions"], dict):
             raise RowError("versions: expected an object")
+        _check_cell(data["cell"])
         metrics = {}
         for name in METRIC_FIELDS:
             metrics[name] = _number(name, data[name], integer=name in _INT_METRICS)
         setting = {k: v for k, v in data.items() if k not in RESERVED}
+        for name, value in setting.items():
+            if isinstance(value, dict) or (isinstance(value, float) and not math.isfinite(value)):
+                raise RowError(f"{name}: expected a finite scalar or a list, got {value!r}")
         return cls(
             cell_id=data["cell_id"],
             bench=data["bench"],
@@ -199,6 +203,14 @@ class ResultRow:
 def _count(value: float) -> float:
     """An episode count: an int when whole (as most are), else the float (an expectation)."""
     return int(value) if float(value).is_integer() else value
+
+
+def _check_cell(cell: dict[str, Any]) -> None:
+    """The cell description rebuilds the cell and names it in messages: check its fields."""
+    for name, kind in (("experiment", str), ("estimator", str), ("extra", dict), ("tags", dict)):
+        if not isinstance(cell.get(name), kind):
+            raise RowError(f"cell.{name}: expected {kind.__name__}, got {cell.get(name)!r}")
+    _number("cell.n", cell.get("n"), integer=True)
 
 
 def _number(name: str, value: Any, integer: bool = False) -> Any:

@@ -1,30 +1,77 @@
 """The resumable runner behind ``metagrad bench`` and ``metagrad check``.
 
-:func:`run_bench` lists the cells of one or more runs, skips those already in the result store,
-executes the rest on a backend (:mod:`metagrad.app.backends`) and appends each row to the store
-as soon as it arrives. :func:`score_tasks` recomputes given cells without storing them.
+:func:`run_bench` lists the cells of one or more runs, checks the store path and the memory the
+cells need, takes the store's lock, skips the cells already stored, executes the rest on a
+backend (:mod:`metagrad.app.backends`) and appends each row to the store as soon as it arrives.
+:func:`score_tasks` recomputes given cells without storing them.
+
+A cell that fails (it raised, or its metrics are not finite) is reported by name and never
+stored; the run goes on with the other cells and ends with :class:`CellsFailed`. An interrupt
+(Ctrl-C, SIGTERM) stops the workers and raises :class:`BenchInterrupted` with what was stored.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from metagrad.app.backends import BACKENDS, Task, execute, import_plugins
-from metagrad.app.provenance import git_commit
+from metagrad.app.backends import BACKENDS, CellFailure, Task, cell_label, execute, import_plugins
+from metagrad.app.memory import MemoryEstimate, check_memory
+from metagrad.app.progress import progress_bar
+from metagrad.app.provenance import code_version
 from metagrad.app.rows import ResultRow
-from metagrad.app.store import ResultStore
+from metagrad.app.store import ResultStore, check_store_path
 from metagrad.app.suite import Cell
 from metagrad.app.suites import get_suite
 from metagrad.validation import check_int
 
-__all__ = ["RunResults", "cell_from_row", "run_bench", "score_tasks"]
+__all__ = [
+    "BenchInterrupted",
+    "CellsFailed",
+    "RunResults",
+    "cell_from_row",
+    "check_task_memory",
+    "run_bench",
+    "score_tasks",
+]
 
 RunResults = dict[tuple[str, str], list[ResultRow]]  # (suite, preset) -> rows in cell order
+
+
+class CellsFailed(RuntimeError):
+    """Some cells raised instead of giving a row; ``results`` holds the rows that were scored."""
+
+    def __init__(self, failures: list[CellFailure], results: Any) -> None:
+        self.failures = failures
+        self.results = results
+        super().__init__(
+            f"{len(failures)} cell(s) failed and were not stored: " + "; ".join(map(str, failures))
+        )
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: ``done`` of ``total`` cells are in ``store``."""
+
+    def __init__(self, done: int, total: int, store: Path) -> None:
+        self.done, self.total, self.store = done, total, store
+        super().__init__(f"{done} of {total} cells are stored in {store}")
+
+
+def check_task_memory(
+    tasks: Iterable[Task], *, backend: str, workers: int, address: str | None, device: str
+) -> None:
+    """Refuse (:class:`~metagrad.app.memory.InsufficientMemory`) tasks that cannot fit in this
+    machine's memory (not checked for a remote Ray cluster)."""
+    if backend == "ray" and address:
+        return
+    estimates: list[tuple[str, MemoryEstimate]] = []
+    for suite, config, cell in tasks:
+        estimate = get_suite(suite).memory_estimate
+        if estimate is not None:
+            estimates.append((cell_label(suite, cell), estimate(config, cell)))
+    check_memory(estimates, workers=1 if backend == "serial" else workers, device=device)
 
 
 def run_bench(
@@ -37,64 +84,94 @@ def run_bench(
     device: str = "cpu",
     progress: bool = True,
     plugins: tuple[str, ...] = (),
+    fresh: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunResults:
     """Score every cell of ``runs`` (``[(suite, config), ...]``) into the result store.
 
-    Cells already stored (same ``cell_id``) are skipped; new rows are appended one by one as
-    they finish, so a killed run loses at most the cells in flight. Returns the rows of each run
-    in cell order, keyed by ``(suite, preset)``.
+    Cells already stored (same ``cell_id``) are skipped, unless ``fresh``: then the stored rows of
+    these cells (and only those; other rows stay) are dropped first. New rows are appended one by
+    one as they finish, so a killed run loses at most the cells in flight. The store is locked for
+    the whole run (a second run on it is refused). Returns the rows of each run in cell order,
+    keyed by ``(suite, preset)``; raises :class:`CellsFailed` (with those results) when cells
+    failed and :class:`BenchInterrupted` on Ctrl-C / SIGTERM.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     check_int("workers", workers, 1)
-    import_plugins(plugins)
+    plugins = import_plugins(plugins)
     listed: list[tuple[str, Any, list[Cell], list[str]]] = []
     for suite, config in runs:
         cells = get_suite(suite).make_cells(config)
         listed.append((suite, config, cells, [cell.key(config) for cell in cells]))
-
-    result_store = ResultStore(store)
-    for message in result_store.repair():
-        log(f"metagrad: {message}")
-    loaded = result_store.load(warn=False)
-    for problem in loaded.problems:
-        log(f"metagrad: {problem}")
-    stored = loaded.rows
-
-    todo: list[Task] = []
-    seen: set[str] = set()
+    every: dict[str, Task] = {}
     for suite, config, cells, keys in listed:
         for cell, key in zip(cells, keys, strict=True):
-            if key not in seen:
-                seen.add(key)
-                if key not in stored:
-                    todo.append((suite, config, cell))
-    total = len(seen)
-    done_before = total - len(todo)
-    if done_before:
-        log(f"metagrad: {done_before} of {total} cells already in {result_store.path}; running {len(todo)}")
-        now = git_commit()
-        older = sorted({stored[k].provenance.git_commit for k in seen if k in stored} - {now})
-        if older:
-            log(
-                f"metagrad: reused cells were computed at commit(s) {', '.join(older)} (now {now}); "
-                "pass --fresh to recompute them with this code"
-            )
+            every.setdefault(key, (suite, config, cell))
 
-    start = time.perf_counter()
-    with tqdm(total=total, initial=done_before, disable=not progress, unit="cell", desc="bench") as bar:
-        for row in execute(
-            todo, backend=backend, workers=workers, address=address, device=device, plugins=plugins
-        ):
-            result_store.append(row)
-            stored[row.cell_id] = row
-            bar.set_postfix_str(f"{row.bench} {row.experiment} {row.estimator}")
-            bar.update(1)
+    result_store = ResultStore(store)
+    check_store_path(result_store.path, cells=len(every))
+    with result_store.lock():
+        for message in result_store.repair():
+            log(f"metagrad: {message}")
+        if fresh:
+            dropped = result_store.drop(every)
+            if dropped:
+                log(f"metagrad: --fresh: dropped the {dropped} stored row(s) of this run's cells")
+        loaded = result_store.load(warn=False)
+        for problem in loaded.problems:
+            log(f"metagrad: {problem}")
+        stored = loaded.rows
+        todo = [task for key, task in every.items() if key not in stored]
+        check_task_memory(todo, backend=backend, workers=workers, address=address, device=device)
+        total = len(every)
+        done_before = total - len(todo)
+        if done_before:
+            log(
+                f"metagrad: {done_before} of {total} cells already in {result_store.path}; "
+                f"running {len(todo)}"
+            )
+            now = code_version()
+            older = sorted({code_version(stored[k].provenance) for k in every if k in stored} - {now})
+            if older:
+                log(
+                    f"metagrad: reused cells were computed by {', '.join(older)} (now {now}); "
+                    "pass --fresh to recompute them with this code"
+                )
+
+        failures: list[CellFailure] = []
+        start = time.perf_counter()
+        try:
+            with progress_bar(total, "bench", "cell", disable=not progress, initial=done_before) as bar:
+                for result in execute(
+                    todo, backend=backend, workers=workers, address=address, device=device, plugins=plugins
+                ):
+                    if isinstance(result, CellFailure):
+                        failures.append(result)
+                        log(f"metagrad: cell failed, not stored: {result}")
+                    else:
+                        result_store.append(result)
+                        stored[result.cell_id] = result
+                        bar.set_postfix_str(f"{result.bench} {result.experiment} {result.estimator}")
+                    bar.update(1)
+        except KeyboardInterrupt:
+            # count what the store holds now (the interrupt may fall between a write and its
+            # bookkeeping): exactly what the resumed run will find
+            done = sum(key in every for key in result_store.load(warn=False).rows)
+            raise BenchInterrupted(done, total, result_store.path) from None
     elapsed = time.perf_counter() - start
     if todo:
-        log(f"metagrad: scored {len(todo)} cells in {elapsed:.1f} s ({backend}, {workers} worker(s))")
-    return {(suite, config.preset): [stored[key] for key in keys] for suite, config, _, keys in listed}
+        log(
+            f"metagrad: scored {len(todo) - len(failures)} cells in {elapsed:.1f} s "
+            f"({backend}, {workers} worker(s))"
+        )
+    results = {
+        (suite, config.preset): [stored[key] for key in keys if key in stored]
+        for suite, config, _, keys in listed
+    }
+    if failures:
+        raise CellsFailed(failures, results)
+    return results
 
 
 def cell_from_row(row: ResultRow) -> Task:
@@ -117,12 +194,21 @@ def score_tasks(
     plugins: tuple[str, ...] = (),
     progress: bool = True,
 ) -> list[ResultRow]:
-    """Fresh rows for ``(suite, config, cell)`` tasks, in the order given (nothing is stored)."""
+    """Fresh rows for ``(suite, config, cell)`` tasks, in the order given (nothing is stored);
+    raises :class:`CellsFailed` (with the rows that were scored) when cells failed."""
+    check_task_memory(tasks, backend=backend, workers=workers, address=address, device=device)
     by_key: dict[str, ResultRow] = {}
-    with tqdm(total=len(tasks), disable=not progress, unit="cell", desc="check") as bar:
-        for row in execute(
+    failures: list[CellFailure] = []
+    with progress_bar(len(tasks), "check", "cell", disable=not progress) as bar:
+        for result in execute(
             tasks, backend=backend, workers=workers, address=address, device=device, plugins=plugins
         ):
-            by_key[row.cell_id] = row
+            if isinstance(result, CellFailure):
+                failures.append(result)
+            else:
+                by_key[result.cell_id] = result
             bar.update(1)
-    return [by_key[cell.key(config)] for _, config, cell in tasks]
+    rows = [by_key[key] for key in (cell.key(config) for _, config, cell in tasks) if key in by_key]
+    if failures:
+        raise CellsFailed(failures, rows)
+    return rows

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from metagrad.app.claims import Claim
+from metagrad.app.memory import MemoryEstimate
 from metagrad.app.options import Option
 from metagrad.app.provenance import config_hash, provenance
 from metagrad.app.rows import ResultRow
@@ -227,6 +228,8 @@ class Suite:
             (what the leaderboard compares estimators on).
         describe_preset: ``config -> str``, one line for ``metagrad list presets``.
         in_default_run: part of plain ``metagrad bench`` (with its default preset).
+        memory_estimate: ``(config, cell) -> MemoryEstimate`` of a cell's peak memory, checked
+            before a run starts (None: not estimated).
     """
 
     name: str
@@ -247,6 +250,7 @@ class Suite:
     spec_nested: Mapping[str, type] = field(default_factory=dict)
     in_default_run: bool = False
     experiment_specs: Mapping[str, tuple[type, Mapping[str, type]]] = field(default_factory=dict)
+    memory_estimate: Callable[[Any, Cell], MemoryEstimate] | None = None
 
     def __post_init__(self) -> None:
         if self.default_preset not in self.presets:

@@ -31,7 +31,6 @@ from stable_baselines3 import A2C
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
-from tqdm.auto import tqdm
 
 from metagrad.agents.a2c import A2CAgent, A2CConfig
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
@@ -39,9 +38,10 @@ from metagrad.app.compare.comparison import Comparison, seeds_option
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
 from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.progress import progress_bar
 from metagrad.app.provenance import run_metadata
 from metagrad.envs.atari import BACKENDS, AtariConfig, rom_id
-from metagrad.validation import check_int_fields
+from metagrad.validation import check_int_fields, check_seed
 
 __all__ = ["AGENTS", "AtariCompareConfig", "run_atari_agent", "run_atari_compare"]
 
@@ -69,6 +69,8 @@ class AtariCompareConfig:
             raise ValueError(f"agents: unknown {unknown}; known: {AGENTS}")
         if not self.seeds or not self.games:
             raise ValueError("games, seeds: give at least one")
+        for seed in self.seeds:
+            check_seed("seeds", seed)
         check_int_fields(self, ("frames", "num_envs", "inner_steps", "curve_points"), 1)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
@@ -170,7 +172,9 @@ def run_atari_compare(
     out.mkdir(parents=True, exist_ok=True)
     runs = [(g, a, s) for g in config.games for a in config.agents for s in config.seeds]
     rows = []
-    with tqdm(total=len(runs) * config.frames, disable=not progress, unit="frame", unit_scale=True) as bar:
+    with progress_bar(
+        len(runs) * config.frames, "compare atari", "frame", disable=not progress, unit_scale=True
+    ) as bar:
         for game, agent, seed in runs:
             result = run_atari_agent(agent, game, config, seed, device=device, progress=bar)
             rows.append({**result, "config": dataclasses.asdict(config), **run_metadata(device)})

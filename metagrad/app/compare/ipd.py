@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from metagrad.agents.lola import GameConfig, LearnerConfig, play
 from metagrad.app.compare.comparison import Comparison, seeds_option
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
 from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.progress import progress_bar
 from metagrad.app.provenance import run_metadata
-from metagrad.validation import check_int
+from metagrad.validation import check_int, check_seed
 
 __all__ = ["PAIRINGS", "IPDCompareConfig", "pairing_learners", "run_ipd_compare"]
 
@@ -67,6 +66,8 @@ class IPDCompareConfig:
             raise ValueError(f"pairings: unknown {unknown}; known: {sorted(PAIRINGS)}")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
+        for seed in self.seeds:
+            check_seed("seeds", seed)
         check_int("iterations", self.iterations, 0)
         GameConfig(self.game, self.gamma, self.horizon)
         for pairing in self.pairings:
@@ -108,7 +109,7 @@ def run_ipd_compare(
     runs = [(p, s) for p in config.pairings for s in config.seeds]
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with tqdm(total=len(runs), disable=not progress, unit="run", desc="compare ipd") as bar:
+    with progress_bar(len(runs), "compare ipd", "run", disable=not progress) as bar:
         for pairing, seed in runs:
             bar.set_postfix_str(f"{pairing} seed {seed}")
             c1, c2 = pairing_learners(config, pairing)

@@ -18,17 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from metagrad.agents.maml import MAMLConfig, train_maml
 from metagrad.app.compare.comparison import Comparison, seeds_option
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
 from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.progress import progress_bar
 from metagrad.app.provenance import run_metadata
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.envs.tabular import TaskDistribution
-from metagrad.validation import check_int_fields
+from metagrad.validation import check_int_fields, check_seed
 
 __all__ = ["LEARNERS", "MAMLCompareConfig", "learner_config", "run_maml_compare"]
 
@@ -98,6 +97,8 @@ class MAMLCompareConfig:
             raise ValueError(f"learners: unknown {unknown}; known: {sorted(LEARNERS)}")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
+        for seed in self.seeds:
+            check_seed("seeds", seed)
         check_int_fields(self, ("iterations", "inner_steps"), 0)
         check_int_fields(self, ("n", "replay", "eval_tasks"), 1)
         self.task_distribution()
@@ -154,7 +155,7 @@ def run_maml_compare(
     runs = [(name, seed) for name in config.learners for seed in config.seeds]
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with tqdm(total=len(runs), disable=not progress, unit="run", desc="compare maml") as bar:
+    with progress_bar(len(runs), "compare maml", "run", disable=not progress) as bar:
         for name, seed in runs:
             bar.set_postfix_str(f"{name} seed {seed}")
             learner = learner_config(config, name)

@@ -37,7 +37,7 @@ from metagrad.app.suite import Cell, Suite, cell_seed, common_options, make_row
 from metagrad.envs.atari import BACKENDS, AtariConfig, AtariVector, rom_id
 from metagrad.estimators import get_estimator
 from metagrad.scoring import score
-from metagrad.validation import check_int, check_int_fields
+from metagrad.validation import check_int, check_int_fields, check_seed
 
 __all__ = [
     "EXPERIMENTS",
@@ -117,6 +117,7 @@ class AtariBenchConfig:
         check_int_fields(self, ("num_envs", "n_steps", "inner_steps", "reference_scale"), 1)
         check_int_fields(self, ("repeats", "reference_repeats"), 2)
         check_int("warmup_frames", self.warmup_frames, 0)
+        check_seed("seed", self.seed)
         for est in (*self.estimators, self.reference_estimator):
             get_estimator(est)
         if self.backend not in BACKENDS:

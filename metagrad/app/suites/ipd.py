@@ -38,6 +38,7 @@ import torch
 
 from metagrad.agents.lola import GameConfig, LearnerConfig, play
 from metagrad.app.claims import fit_loglog_slope, ipd_claims
+from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.plotting import series_panel
@@ -53,7 +54,7 @@ from metagrad.lola import (
     lola_variant,
     sample_lola_gradients,
 )
-from metagrad.validation import check_int, check_real
+from metagrad.validation import check_int, check_real, check_seed
 
 __all__ = [
     "EXPERIMENTS",
@@ -131,6 +132,7 @@ class IPDBenchConfig:
         for name in ("horizon", "num_pairs", "n", "off_policy_n"):
             check_int(name, getattr(self, name))
         check_int("repeats", self.repeats, 2)
+        check_seed("seed", self.seed)
         check_int("train_iterations", self.train_iterations, 0)
         check_int("behaviour_lag", self.behaviour_lag, 0)
         check_int("lookahead_steps", self.lookahead_steps, 0)
@@ -439,6 +441,22 @@ def write_ipd_summary(rows: list[ResultRow], path: Path, total_seconds: float | 
     return path
 
 
+def memory_estimate(config: IPDBenchConfig, cell: Cell) -> MemoryEstimate:
+    """A cell's peak memory (:mod:`metagrad.app.memory`): its largest sampled stage and the
+    Jacobian graphs kept for the outer gradient (the policy pairs are a few numbers each)."""
+    uses_n = cell.experiment in ("decomposition", "sweep_lr", "sweep_steps")
+    return staged_estimate(
+        cell.spec,
+        episodes=episodes_per_lola_estimate(cell.spec),
+        horizon=config.horizon,
+        repeats=config.repeats,
+        peak_per_step=220,
+        kept_per_step=65,
+        fixed=config.num_pairs * 10_000,
+        flags=("--n", "--repeats") if uses_n else ("--repeats",),
+    )
+
+
 def describe_preset(config: IPDBenchConfig) -> str:
     """One line for ``metagrad list presets``."""
     return (
@@ -479,4 +497,5 @@ SUITE = Suite(
     ),
     describe_preset=describe_preset,
     in_default_run=True,
+    memory_estimate=memory_estimate,
 )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import ClassVar
 import torch
 
 from metagrad.app.claims import fit_loglog_slope, tabular_claims
+from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.plotting import series_panel
@@ -65,7 +67,7 @@ from metagrad.offpolicy import (
     mixture_logits,
     sample_derivatives,
 )
-from metagrad.validation import check_int, check_int_fields, check_real
+from metagrad.validation import check_int, check_int_fields, check_real, check_seed
 
 __all__ = [
     "EXPERIMENTS",
@@ -150,6 +152,7 @@ class TabularBenchConfig:
             )
         check_int_fields(self, ("num_tasks", "num_states", "num_actions", "horizon", "n"), 1)
         check_int_fields(self, ("repeats",), 2)
+        check_seed("seed", self.seed)
         if any(v < 1 for v in self.sweep_n):
             raise ValueError(f"sweep_n: sample sizes must be >= 1, got {self.sweep_n}")
         if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):
@@ -672,6 +675,39 @@ def _extension_summary(rows: list[ResultRow]) -> list[str]:
     return lines
 
 
+def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
+    """A cell's peak memory (:mod:`metagrad.app.memory`): its largest sampled stage, the Jacobian
+    graphs kept for the outer gradient, and the tasks (transition tables and alias tables)."""
+    S, A = config.num_states, config.num_actions
+    fixed = config.num_tasks * (40 * S * S * A + 16 * config.repeats * S * A + 10_000)
+    if isinstance(cell.spec, DerivativeSpec):  # hessian_scoring: one batch of n episodes per estimate
+        stage = StageSpec(cell.spec.estimator, cell.spec.n)
+        return staged_estimate(
+            MetaGradientSpec(inner=stage),
+            episodes=cell.spec.n,
+            horizon=config.horizon,
+            repeats=config.repeats,
+            peak_per_step=200,
+            kept_per_step=25,
+            fixed=fixed + config.num_tasks * config.repeats * (S * A) ** 2 * 8,
+            flags=("--ope-n", "--repeats"),
+            fixed_flags=("--num-tasks", "--repeats"),
+        )
+    uses_n = cell.experiment in ("decomposition", "sweep_k", "sweep_alpha")
+    # an MLMC inner stage: its expected episodes (a rare high level costs more; see MLMC)
+    return staged_estimate(
+        cell.spec,
+        episodes=math.ceil(episodes_per_estimate(cell.spec)),
+        horizon=config.horizon,
+        repeats=config.repeats,
+        peak_per_step=200,
+        kept_per_step=25,
+        fixed=fixed,
+        flags=("--n", "--repeats") if uses_n else ("--repeats",),
+        fixed_flags=("--num-tasks",),
+    )
+
+
 def describe_preset(config: TabularBenchConfig) -> str:
     """One line for ``metagrad list presets``."""
     repeats = f"{config.repeats} repeats"
@@ -725,4 +761,5 @@ SUITE = Suite(
     describe_preset=describe_preset,
     in_default_run=True,
     experiment_specs={"hessian_scoring": (DerivativeSpec, {"critic": CriticSpec})},
+    memory_estimate=memory_estimate,
 )
