@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,16 +19,27 @@ from metagrad.agents.maml import MAMLConfig, MAMLLearner
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
 from metagrad.decomposed import MetaGradientSpec
 from metagrad.envs.atari import AtariConfig, AtariVector
-from metagrad.envs.ipd import ipd_rollout
-from metagrad.envs.tabular import TabularTask, TaskDistribution, random_task, rollout
+from metagrad.envs.ipd import STATE_SWAP, IPDTrajectory, get_game, ipd_rollout
+from metagrad.envs.tabular import (
+    TabularTask,
+    TaskDistribution,
+    Trajectory,
+    alias_table,
+    random_task,
+    rollout,
+)
 
 __all__ = [
     "a2c_training_throughput",
     "atari_env_throughput",
+    "ceiling_ratios",
     "ipd_rollout_throughput",
     "lola_dice_update_rate",
     "maml_meta_iteration_time",
     "python_loop_throughput",
+    "reference_ipd_rollout",
+    "reference_tabular_rollout",
+    "reference_tabular_tables",
     "rollout_throughput",
 ]
 
@@ -224,3 +237,231 @@ def a2c_training_throughput(
     finally:
         runner.close()
     return {"frames_per_s": out["frames"] / out["wall_s"], "agent": agent, "num_envs": num_envs}
+
+
+# --------------------------------------------------------------------------------------------
+# The ceiling: the fastest pure-torch rollouts we could write for the benchmark jobs, with none
+# of the engines' generality (one policy or pair, one task, no validation). `metagrad perf`
+# times them alternately with the engines in one process; the engines should reach >= 0.9x.
+# --------------------------------------------------------------------------------------------
+
+
+def reference_tabular_tables(task: TabularTask, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat alias tables ``(threshold [S*A*S], alias [S*A*S])`` of ``task.P`` for
+    :func:`reference_tabular_rollout` (built once per task, as the engine caches its own)."""
+    threshold, alias = alias_table(task.P.reshape(-1, task.num_states))
+    return threshold.to(dtype).reshape(-1), alias.reshape(-1)
+
+
+def reference_tabular_rollout(
+    task: TabularTask,
+    logits: torch.Tensor,
+    num_episodes: int,
+    tables: tuple[torch.Tensor, torch.Tensor],
+    *,
+    generator: torch.Generator | None = None,
+) -> Trajectory:
+    """The ceiling for :func:`metagrad.envs.tabular.rollout`: one policy ``[S, A]`` in one task.
+
+    Alias draws for actions and next states; all uniforms drawn once and split into bucket and
+    fraction once; per step one ``index_select`` per table on flat tables, results written into
+    preallocated outputs; rewards and differentiable log-probs gathered once at the end.
+    """
+    S, A, H, B = task.num_states, task.num_actions, task.horizon, num_episodes
+    device, dtype = logits.device, logits.dtype
+    P_threshold, P_alias = tables
+    with torch.no_grad():
+        pi_threshold, pi_alias = (x.reshape(-1) for x in alias_table(torch.softmax(logits.detach(), -1)))
+        u = torch.rand((H + 1, 2, B), generator=generator, device=device, dtype=dtype)
+        x = u[:H] * torch.tensor([A, S], dtype=dtype, device=device).reshape(1, 2, 1)
+        bucket = x.floor().clamp_(
+            max=torch.tensor([A - 1, S - 1], dtype=dtype, device=device).reshape(1, 2, 1)
+        )
+        frac = (x - bucket).unbind(0)
+        bucket = bucket.long().unbind(0)
+        states = torch.empty((H + 1, B), dtype=torch.long, device=device)
+        actions = torch.empty((H, B), dtype=torch.long, device=device)
+        init_cdf = task.init.to(device=device, dtype=dtype).cumsum(0)
+        states[0] = (u[H, 0].unsqueeze(-1) >= init_cdf).sum(-1).clamp_(max=S - 1)
+        for t, (s, j, f) in enumerate(zip(states.unbind(0), bucket, frac, strict=False)):
+            row = torch.add(j[0], s, alpha=A)
+            a = torch.where(
+                f[0] < pi_threshold.index_select(0, row), j[0], pi_alias.index_select(0, row), out=actions[t]
+            )
+            row = torch.add(j[1], s, alpha=A * S).add_(a, alpha=S)
+            torch.where(
+                f[1] < P_threshold.index_select(0, row), j[1], P_alias.index_select(0, row), out=states[t + 1]
+            )
+        state_action = (states[:H] * A + actions).reshape(-1)
+        rewards = task.R.to(device=device, dtype=dtype).reshape(-1).index_select(0, state_action)
+    log_probs = torch.log_softmax(logits, -1).reshape(-1).index_select(0, state_action).view(H, B)
+    terminated, truncated = Trajectory.horizon_flags((H, B), device)
+    return Trajectory(
+        states=states[:H],
+        actions=actions,
+        rewards=rewards.view(H, B),
+        log_probs=log_probs,
+        behaviour_log_probs=log_probs.detach(),
+        discounts=torch.full((H, B), task.gamma, dtype=dtype, device=device),
+        terminated=terminated,
+        truncated=truncated,
+        final_states=states[H],
+    )
+
+
+def reference_ipd_rollout(
+    theta1: torch.Tensor,
+    theta2: torch.Tensor,
+    num_episodes: int,
+    horizon: int = 100,
+    *,
+    game: str = "ipd",
+    gamma: float = 0.96,
+    steps: int = 3,
+    generator: torch.Generator | None = None,
+) -> IPDTrajectory:
+    """The ceiling for :func:`metagrad.envs.ipd.ipd_rollout`: one pair of memory-one policies ``[5]``.
+
+    One uniform per ``steps`` steps draws the next ``steps`` joint outcomes from their exact
+    joint law (alias tables over the ``4^steps`` outcome sequences from each of the 5 states),
+    16-bit arithmetic to decode, one ``index_select`` per output table.
+    """
+    H, B, device = horizon, num_episodes, theta1.device
+    dtype = torch.promote_types(theta1.dtype, theta2.dtype)
+    blocks = -(-H // steps)
+    with torch.no_grad():
+        p1 = torch.sigmoid(theta1.detach().double())
+        p2 = torch.sigmoid(theta2.detach().double()[list(STATE_SWAP)])
+        Q = torch.stack([p1 * p2, p1 * (1 - p2), (1 - p1) * p2, (1 - p1) * (1 - p2)], dim=-1)  # [5, 4]
+        seq = Q
+        for _ in range(steps - 1):  # extend each outcome sequence by one outcome
+            last = torch.arange(seq.shape[-1], device=device) % 4
+            seq = (seq.unsqueeze(-1) * Q[1 + last].unsqueeze(0)).flatten(-2)
+        K = seq.shape[-1]
+        threshold, alias = (t.reshape(-1) for t in alias_table(seq))
+        u = torch.rand((blocks, B), generator=generator, device=device, dtype=torch.float64) * K
+        bucket = u.floor().clamp_(max=K - 1)
+        frac = u - bucket
+        bucket = bucket.long()
+        codes = torch.empty((blocks, B), dtype=torch.long, device=device)
+        s = torch.zeros(B, dtype=torch.long, device=device)
+        for j, f, out in zip(bucket.unbind(0), frac.unbind(0), codes.unbind(0), strict=True):
+            row = torch.add(j, s, alpha=K)
+            code = torch.where(f < threshold.index_select(0, row), j, alias.index_select(0, row), out=out)
+            s = torch.bitwise_and(code, 3).add_(1)
+        small = torch.int16
+        shifts = torch.arange(2 * (steps - 1), -1, -2, device=device, dtype=small).reshape(1, steps, 1)
+        outcome = torch.bitwise_and(codes.to(small).unsqueeze(1) >> shifts, 3).reshape(blocks * steps, B)[:H]
+        states = torch.zeros((H + 1, B), dtype=small, device=device)
+        torch.add(outcome, 1, out=states[1:])
+        index = outcome.reshape(-1).to(torch.int32)
+        payoffs = get_game(game).payoffs(dtype, device)
+        rewards1, rewards2 = payoffs[0].index_select(0, index), payoffs[1].index_select(0, index)
+        a1, a2 = outcome >> 1, torch.bitwise_and(outcome, 1)
+        pick1 = (2 * states[:-1] + a1).reshape(-1).to(torch.int32)
+        pick2 = (2 * states[:-1] + a2).reshape(-1).to(torch.int32)
+    table1 = torch.nn.functional.logsigmoid(torch.stack([theta1, -theta1], -1)).reshape(-1)
+    theta2s = theta2[list(STATE_SWAP)]
+    table2 = torch.nn.functional.logsigmoid(torch.stack([theta2s, -theta2s], -1)).reshape(-1)
+    lp1 = table1.index_select(0, pick1).view(H, B)
+    lp2 = table2.index_select(0, pick2).view(H, B)
+    terminated, truncated = IPDTrajectory.horizon_flags((H, B), device)
+    return IPDTrajectory(
+        states=states[:-1].long(),
+        actions1=a1.long(),
+        actions2=a2.long(),
+        log_probs1=lp1,
+        log_probs2=lp2,
+        behaviour_log_probs1=lp1.detach(),
+        behaviour_log_probs2=lp2.detach(),
+        rewards1=rewards1.view(H, B),
+        rewards2=rewards2.view(H, B),
+        discounts=torch.full((H, B), gamma, dtype=dtype, device=device),
+        terminated=terminated,
+        truncated=truncated,
+        final_states=states[-1].long(),
+    )
+
+
+def _alternate(
+    engine: Callable[[], object],
+    reference: Callable[[], object],
+    *,
+    rounds: int,
+    calls: int,
+    device: str,
+) -> tuple[list[float], list[float]]:
+    """Seconds per call of ``engine`` and ``reference``, timed in alternating blocks of ``calls``
+    calls (``rounds`` blocks each), so both see the same machine load."""
+    for fn in (engine, reference):
+        fn()
+    engine_s, reference_s = [], []
+    for _ in range(rounds):
+        engine_s.append(_seconds_per_call(engine, calls, warmup=0, device=device))
+        reference_s.append(_seconds_per_call(reference, calls, warmup=0, device=device))
+    return engine_s, reference_s
+
+
+def _ceiling_job(
+    job: str, num_episodes: int, device: str, seed: int
+) -> tuple[Callable[[], object], Callable[[], object], int]:
+    """``(engine call, reference call, env steps per call)`` of one ceiling job."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    if job in ("tabular_float32", "tabular_float64"):
+        task = random_task()
+        dtype = torch.float32 if job == "tabular_float32" else torch.float64
+        logits = torch.zeros(
+            task.num_states, task.num_actions, dtype=dtype, device=device, requires_grad=True
+        )
+        tables = tuple(t.to(device) for t in reference_tabular_tables(task, dtype))
+        return (
+            functools.partial(rollout, task, logits, num_episodes, generator=gen),
+            functools.partial(reference_tabular_rollout, task, logits, num_episodes, tables, generator=gen),
+            num_episodes * task.horizon,
+        )
+    if job == "ipd":
+        init = torch.Generator().manual_seed(seed)
+        theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+        theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+        return (
+            torch.no_grad()(functools.partial(ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)),
+            torch.no_grad()(
+                functools.partial(reference_ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)
+            ),
+            num_episodes * 100,
+        )
+    raise ValueError(f"jobs: unknown job {job!r}; known: tabular_float32, tabular_float64, ipd")
+
+
+def ceiling_ratios(
+    num_episodes: int = 4096,
+    *,
+    rounds: int = 15,
+    calls: int = 10,
+    device: str = "cpu",
+    seed: int = 0,
+    jobs: tuple[str, ...] = ("tabular_float32", "tabular_float64", "ipd"),
+) -> dict[str, dict[str, float]]:
+    """Engine throughput as a fraction of the reference (ceiling) rollouts, measured alternately.
+
+    Jobs: ``tabular_float32`` / ``tabular_float64`` (S = 20, A = 5, H = 20, ``num_episodes``
+    episodes, log-probs recorded with a graph) and ``ipd`` (``num_episodes`` episodes of 100
+    steps, no grad, float64). For each: the median over ``rounds`` of the per-round ratio
+    ``reference seconds / engine seconds`` (``ratio``; 1 = at the ceiling), its range, and both
+    medians as env steps per second.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for job in jobs:
+        engine, reference, steps = _ceiling_job(job, num_episodes, device, seed)
+        engine_s, reference_s = _alternate(engine, reference, rounds=rounds, calls=calls, device=device)
+        ratios = [r / e for e, r in zip(engine_s, reference_s, strict=True)]
+        out[job] = {
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "engine_steps_per_s": steps / statistics.median(engine_s),
+            "reference_steps_per_s": steps / statistics.median(reference_s),
+            "episodes": num_episodes,
+            "rounds": rounds,
+        }
+    return out
