@@ -1,7 +1,8 @@
 """Execution backends: where the cells of a run are scored.
 
 * ``serial``: in this process;
-* ``local`` (the default): a process pool of ``workers`` processes, one torch thread each;
+* ``local`` (the default): one process pool of ``workers`` processes for the whole run, one torch
+  thread each;
 * ``ray``: Ray tasks on a running cluster (``address``) or on a local Ray started with
   ``workers`` CPUs (``pip install metagrad[ray]``).
 
@@ -13,17 +14,17 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
 
 from metagrad.app.rows import ResultRow
-from metagrad.app.suite import Cell
+from metagrad.app.suite import Cell, install_run_state
 from metagrad.app.suites import get_suite
 
-__all__ = ["BACKENDS", "Task", "execute", "import_plugins", "run_task"]
+__all__ = ["BACKENDS", "Task", "execute", "import_plugins", "prepare_states", "run_task"]
 
 BACKENDS = ("local", "serial", "ray")
 
@@ -41,10 +42,33 @@ def _init_worker(threads: int, plugins: tuple[str, ...]) -> None:
     import_plugins(plugins)
 
 
-def run_task(suite: str, config: Any, cell: Cell, device: str, plugins: tuple[str, ...] = ()) -> ResultRow:
-    """Score one cell (the unit of work every backend runs)."""
+def _ready() -> None:
+    """A no-op task: the first one a worker runs, so that it starts (and imports) at once."""
+
+
+def run_task(
+    suite: str,
+    config: Any,
+    cell: Cell,
+    device: str,
+    plugins: tuple[str, ...] = (),
+    state: Mapping[Any, Any] | None = None,
+) -> ResultRow:
+    """Score one cell (the unit of work every backend runs), with its run's prepared ``state``."""
     import_plugins(plugins)
+    if state:
+        install_run_state(state)
     return get_suite(suite).score_cell(config, cell, device)
+
+
+def prepare_states(tasks: list[Task]) -> dict[tuple[str, Any], dict[Any, Any]]:
+    """The prepared per-run state of every ``(suite, config)`` of ``tasks`` (``Suite.prepare``)."""
+    states: dict[tuple[str, Any], dict[Any, Any]] = {}
+    for suite, config, _ in tasks:
+        if (suite, config) not in states:
+            prepare = get_suite(suite).prepare
+            states[(suite, config)] = prepare(config) if prepare is not None else {}
+    return states
 
 
 def execute(
@@ -56,14 +80,15 @@ def execute(
     device: str,
     plugins: tuple[str, ...],
 ) -> Iterator[ResultRow]:
-    """Rows of ``tasks`` in completion order."""
+    """Rows of ``tasks`` in completion order (tasks are started in the order given)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if not tasks:
         return
     if backend == "serial" or (backend == "local" and workers == 1):
+        states = prepare_states(tasks)
         for suite, config, cell in tasks:
-            yield run_task(suite, config, cell, device, plugins)
+            yield run_task(suite, config, cell, device, plugins, states[(suite, config)])
         return
     if backend == "local":
         yield from _execute_local(tasks, workers=workers, device=device, plugins=plugins)
@@ -74,14 +99,21 @@ def execute(
 def _execute_local(
     tasks: list[Task], *, workers: int, device: str, plugins: tuple[str, ...]
 ) -> Iterator[ResultRow]:
+    """One process pool for all the tasks: the workers start (and import) while this process
+    prepares the runs' shared state; then every task is queued, in the order given."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(1, plugins)
     ) as pool:
+        warm = [pool.submit(_ready) for _ in range(workers)]
+        states = prepare_states(tasks)
         futures = [
-            pool.submit(run_task, suite, config, cell, device, plugins) for suite, config, cell in tasks
+            pool.submit(run_task, suite, config, cell, device, plugins, states[(suite, config)])
+            for suite, config, cell in tasks
         ]
         try:
+            for future in warm:
+                future.result()
             for future in as_completed(futures):
                 yield future.result()
         finally:
@@ -106,7 +138,11 @@ def _execute_ray(
         started = True
     try:
         remote = ray.remote(num_cpus=1)(_ray_task)
-        pending = [remote.remote(suite, config, cell, device, plugins) for suite, config, cell in tasks]
+        states = prepare_states(tasks)
+        pending = [
+            remote.remote(suite, config, cell, device, plugins, states[(suite, config)])
+            for suite, config, cell in tasks
+        ]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -115,6 +151,8 @@ def _execute_ray(
             ray.shutdown()
 
 
-def _ray_task(suite: str, config: Any, cell: Cell, device: str, plugins: tuple[str, ...]) -> ResultRow:
+def _ray_task(
+    suite: str, config: Any, cell: Cell, device: str, plugins: tuple[str, ...], state: dict[Any, Any]
+) -> ResultRow:
     torch.set_num_threads(1)
-    return run_task(suite, config, cell, device, plugins)
+    return run_task(suite, config, cell, device, plugins, state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 from collections import deque
@@ -17,7 +18,10 @@ from metagrad.agents.a2c import A2CAgent, A2CConfig
 from metagrad.agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
 from metagrad.agents.maml import MAMLConfig, MAMLLearner
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
-from metagrad.decomposed import MetaGradientSpec
+from metagrad.app.runner import peak_memory_mib
+from metagrad.app.suite import Cell
+from metagrad.app.suites.tabular import TabularBenchConfig, run_cell
+from metagrad.decomposed import CriticSpec, MetaGradientSpec
 from metagrad.envs.atari import AtariConfig, AtariVector
 from metagrad.envs.ipd import STATE_SWAP, IPDTrajectory, get_game, ipd_rollout
 from metagrad.envs.tabular import (
@@ -28,12 +32,16 @@ from metagrad.envs.tabular import (
     random_task,
     rollout,
 )
+from metagrad.validation import check_int
 
 __all__ = [
     "a2c_training_throughput",
     "atari_env_throughput",
     "ceiling_ratios",
+    "fitted_exponent",
     "ipd_rollout_throughput",
+    "large_s_cell_time",
+    "large_s_timings",
     "lola_dice_update_rate",
     "maml_meta_iteration_time",
     "python_loop_throughput",
@@ -450,6 +458,9 @@ def ceiling_ratios(
     ``reference seconds / engine seconds`` (``ratio``; 1 = at the ceiling), its range, and both
     medians as env steps per second.
     """
+    check_int("num_episodes", num_episodes)
+    check_int("rounds", rounds)
+    check_int("calls", calls)
     out: dict[str, dict[str, float]] = {}
     for job in jobs:
         engine, reference, steps = _ceiling_job(job, num_episodes, device, seed)
@@ -465,3 +476,68 @@ def ceiling_ratios(
             "rounds": rounds,
         }
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Large state spaces: one decomposition cell of the tabular bench as S grows
+# --------------------------------------------------------------------------------------------
+
+
+def large_s_cell_time(
+    num_states: int,
+    *,
+    combination: str = "lll",
+    estimator: str = "loaded_dice",
+    n: int = 32,
+    num_tasks: int = 10,
+    repeats: int = 20,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Seconds of one tabular bench cell (``combination`` of ``estimator``, ``n`` episodes per
+    stage, ``num_tasks`` random ``num_states x 5`` MDPs x ``repeats`` estimates, K = 1, finite
+    horizon, critic noise 1) computed from scratch in this process (call once per S):
+    ``cell_s`` (sampler tables, critics, exact meta-gradients, scoring: the row's ``wall_s``) and
+    ``tasks_s`` (drawing the random MDPs, once per run and process), with the peak resident
+    memory of this process so far."""
+    config = TabularBenchConfig(
+        preset="perf", num_states=num_states, objective="finite", num_tasks=num_tasks, repeats=repeats, n=n
+    )
+    critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
+    spec = MetaGradientSpec.from_combination(
+        combination, estimator, n, inner_steps=1, inner_lr=config.inner_lr, objective="finite", critic=critic
+    )
+    cell = Cell("decomposition", estimator, spec, n)
+    start = time.perf_counter()
+    row = run_cell(config, cell, device)  # draws the tasks first (outside the row's wall_s)
+    total = time.perf_counter() - start
+    own, _ = peak_memory_mib()
+    return {
+        "num_states": num_states,
+        "cell_s": row.wall_s,
+        "tasks_s": total - row.wall_s,
+        "peak_rss_mib": own,
+        "corr": row.metrics.corr,
+    }
+
+
+def fitted_exponent(sizes: list[float], seconds: list[float]) -> float:
+    """Least-squares slope of ``log seconds`` against ``log sizes`` (the growth exponent)."""
+    x = torch.tensor(sizes, dtype=torch.float64).log()
+    y = torch.tensor(seconds, dtype=torch.float64).log()
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+
+
+def large_s_timings(
+    states: tuple[int, ...] = (100, 200, 500, 1000, 2000), *, device: str = "cpu", **kwargs: object
+) -> dict[str, object]:
+    """:func:`large_s_cell_time` at every S in ``states`` and the fitted growth exponent of the
+    cell time in S (over the sizes >= 100)."""
+    rows = [large_s_cell_time(S, device=device, **kwargs) for S in states]  # type: ignore[arg-type]
+    fit = [r for r in rows if r["num_states"] >= 100]
+    exponent = (
+        fitted_exponent([r["num_states"] for r in fit], [r["cell_s"] for r in fit])
+        if len(fit) >= 2
+        else math.nan
+    )
+    return {"cells": rows, "exponent": exponent}

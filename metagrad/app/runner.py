@@ -7,6 +7,9 @@ as soon as it arrives. :func:`score_tasks` recomputes given cells without storin
 
 from __future__ import annotations
 
+import math
+import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +25,7 @@ from metagrad.app.suite import Cell
 from metagrad.app.suites import get_suite
 from metagrad.validation import check_int
 
-__all__ = ["RunResults", "cell_from_row", "run_bench", "score_tasks"]
+__all__ = ["RunResults", "cell_from_row", "longest_first", "peak_memory_mib", "run_bench", "score_tasks"]
 
 RunResults = dict[tuple[str, str], list[ResultRow]]  # (suite, preset) -> rows in cell order
 
@@ -82,19 +85,50 @@ def run_bench(
                 "pass --fresh to recompute them with this code"
             )
 
+    todo = longest_first(todo)
     start = time.perf_counter()
+    compute = 0.0
     with tqdm(total=total, initial=done_before, disable=not progress, unit="cell", desc="bench") as bar:
         for row in execute(
             todo, backend=backend, workers=workers, address=address, device=device, plugins=plugins
         ):
             result_store.append(row)
             stored[row.cell_id] = row
+            compute += row.wall_s
             bar.set_postfix_str(f"{row.bench} {row.experiment} {row.estimator}")
             bar.update(1)
     elapsed = time.perf_counter() - start
-    if todo:
-        log(f"metagrad: scored {len(todo)} cells in {elapsed:.1f} s ({backend}, {workers} worker(s))")
+    log(
+        f"metagrad: scored {len(todo)} cells in {elapsed:.1f} s wall; cell compute {compute:.1f} s "
+        f"(sum over the cells) on {backend} with {workers} worker(s)"
+    )
+    own, workers_peak = peak_memory_mib()
+    log(
+        f"metagrad: peak resident memory {own:.0f} MiB in this process, "
+        f"{workers_peak:.0f} MiB in the largest worker"
+    )
     return {(suite, config.preset): [stored[key] for key in keys] for suite, config, _, keys in listed}
+
+
+def peak_memory_mib() -> tuple[float, float]:
+    """Peak resident set size of this process and of its largest finished child process (the
+    pool's workers once the pool has shut down), in MiB (``getrusage``; Linux reports KiB)."""
+    scale = 1.0 / 1024 if sys.platform != "darwin" else 1.0 / 2**20
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    return own, children
+
+
+def longest_first(tasks: list[Task]) -> list[Task]:
+    """``tasks`` sorted by their suite's cost estimate, longest first (unknown costs first), so
+    that the last cells to finish are short ones and the workers end together."""
+
+    def key(task: Task) -> float:
+        suite, config, cell = task
+        cost = get_suite(suite).cost
+        return -math.inf if cost is None else -cost(config, cell)
+
+    return sorted(tasks, key=key)
 
 
 def cell_from_row(row: ResultRow) -> Task:
@@ -121,7 +155,12 @@ def score_tasks(
     by_key: dict[str, ResultRow] = {}
     with tqdm(total=len(tasks), disable=not progress, unit="cell", desc="check") as bar:
         for row in execute(
-            tasks, backend=backend, workers=workers, address=address, device=device, plugins=plugins
+            longest_first(tasks),
+            backend=backend,
+            workers=workers,
+            address=address,
+            device=device,
+            plugins=plugins,
         ):
             by_key[row.cell_id] = row
             bar.update(1)

@@ -41,7 +41,9 @@ __all__ = [
     "cell_seed",
     "common_options",
     "dataclass_from_dict",
+    "install_run_state",
     "make_row",
+    "run_state",
     "scored_row",
 ]
 
@@ -103,6 +105,22 @@ class Cell:
             "extra": dict(self.extra),
             "tags": dict(self.tags),
         }
+
+
+_RUN_STATE: dict[Any, Any] = {}
+
+
+def run_state(key: Any, build: Callable[[], Any]) -> Any:
+    """Per-run state shared by the cells of a run (``build()`` once per process, unless the
+    runner has handed the value over with :func:`install_run_state`)."""
+    if key not in _RUN_STATE:
+        _RUN_STATE[key] = build()
+    return _RUN_STATE[key]
+
+
+def install_run_state(state: Mapping[Any, Any]) -> None:
+    """Make ``state`` (from a suite's ``prepare``) what :func:`run_state` returns in this process."""
+    _RUN_STATE.update(state)
 
 
 def cell_seed(config: BenchConfig, cell: Cell) -> int:
@@ -225,6 +243,12 @@ class Suite:
             (what the leaderboard compares estimators on).
         describe_preset: ``config -> str``, one line for ``metagrad list presets``.
         in_default_run: part of plain ``metagrad bench`` (with its default preset).
+        cost: ``(config, cell) -> float``, the cell's expected compute in sampled env steps (its
+            episodes x horizon x tasks x repeats, plus the exact stages' work in the same unit):
+            the runner starts the longest cells first. ``None``: unknown (run first).
+        prepare: ``config -> {key: value}``, per-run state every cell of ``config`` reads
+            through :func:`run_state` (e.g. trained policy pairs): the runner computes it once,
+            in its own process while the workers start, and hands it to them.
     """
 
     name: str
@@ -244,6 +268,8 @@ class Suite:
     claims: Callable[[list[ResultRow]], list[Claim]] = lambda rows: []
     spec_nested: Mapping[str, type] = field(default_factory=dict)
     in_default_run: bool = False
+    cost: Callable[[Any, Cell], float] | None = None
+    prepare: Callable[[Any], dict[Any, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.default_preset not in self.presets:

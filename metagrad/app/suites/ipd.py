@@ -42,7 +42,15 @@ from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.plotting import series_panel
 from metagrad.app.rows import ResultRow, stage_setting
-from metagrad.app.suite import STAGED_SPEC_FIELDS, Cell, Suite, cell_seed, common_options, scored_row
+from metagrad.app.suite import (
+    STAGED_SPEC_FIELDS,
+    Cell,
+    Suite,
+    cell_seed,
+    common_options,
+    run_state,
+    scored_row,
+)
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
 from metagrad.envs.ipd import check_gamma, get_game
 from metagrad.estimators import get_estimator
@@ -61,8 +69,10 @@ __all__ = [
     "PRESETS",
     "SUITE",
     "IPDBenchConfig",
+    "ipd_cell_cost",
     "make_ipd_cells",
     "policy_pairs",
+    "prepare_pairs",
     "run_ipd_cell",
     "write_ipd_plots",
     "write_ipd_summary",
@@ -279,9 +289,28 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
     return pairs
 
 
-@functools.lru_cache(maxsize=16)
 def _pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
-    return policy_pairs(config, kind)
+    return run_state(("ipd_pairs", config, kind), functools.partial(policy_pairs, config, kind))
+
+
+def prepare_pairs(config: IPDBenchConfig) -> dict[Any, Any]:
+    """The run's policy pairs of every kind (``Suite.prepare``: trained once, by the runner)."""
+    return {("ipd_pairs", config, kind): _pairs(config, kind) for kind in config.pair_kinds}
+
+
+# An exact LOLA target and its estimate's closed-form stages cost about as much as this many
+# sampled episodes per lookahead step
+_EXACT_STAGE_EPISODES = 8
+
+
+def ipd_cell_cost(config: IPDBenchConfig, cell: Cell) -> float:
+    """The cell's expected compute in sampled joint steps (``Suite.cost``: longest cells first)."""
+    spec = cell.spec
+    exact = (spec.lookahead_steps + 1) * sum(
+        stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer)
+    )
+    episodes = episodes_per_lola_estimate(spec) + _EXACT_STAGE_EPISODES * (exact + 1)
+    return config.num_pairs * config.repeats * spec.horizon * episodes
 
 
 def run_ipd_cell(config: IPDBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
@@ -479,4 +508,6 @@ SUITE = Suite(
     ),
     describe_preset=describe_preset,
     in_default_run=True,
+    cost=ipd_cell_cost,
+    prepare=prepare_pairs,
 )

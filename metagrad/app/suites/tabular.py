@@ -11,12 +11,19 @@ Experiments (Liu et al., NeurIPS 2022, arXiv 2112.15400, section 5 / BACKGROUND.
 * ``hessian_bias``: the injected Hessian bias ``mean(theta^2 (c + 0.3 eps))`` on the Jacobian
   path (all stages exact otherwise): the MSE should grow like ``c^2``.
 
+An extension beyond the paper, run only when asked (preset ``large_s``):
+
+* ``sweep_states``: how the bias of the stage combinations ``sweep_states_combinations`` behaves
+  as the number of states S grows (``sweep_states``; the other task fields as the config), on
+  ``num_tasks`` random MDPs of each size.
+
 Each cell's randomness is seeded from the run seed and the cell's own config (not its position),
 so any cell can be recomputed alone with the same numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -46,9 +53,11 @@ from metagrad.validation import check_int_fields, check_real
 
 __all__ = [
     "EXPERIMENTS",
+    "EXTRA_EXPERIMENTS",
     "PRESETS",
     "SUITE",
     "TabularBenchConfig",
+    "cell_cost",
     "make_cells",
     "run_cell",
     "write_plots",
@@ -57,6 +66,8 @@ __all__ = [
 
 
 EXPERIMENTS = ("decomposition", "sweep_n", "sweep_k", "sweep_alpha", "hessian_bias")
+# Extensions beyond the paper's protocol: never in a config's default experiments
+EXTRA_EXPERIMENTS = ("sweep_states",)
 
 # The config fields that define a cell's tasks, budget and randomness (with the cell's own spec):
 # what lists the other cells of a run (estimators, sweep values, presets) stays out of its key.
@@ -103,6 +114,8 @@ class TabularBenchConfig:
     hessian_bias_c: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
     hessian_bias_k: tuple[int, ...] = (1, 2, 3)
     experiments: tuple[str, ...] = EXPERIMENTS
+    sweep_states: tuple[int, ...] = (20, 50, 100, 200, 500)
+    sweep_states_combinations: tuple[str, ...] = ("lee", "ele")
 
     def __post_init__(self) -> None:
         if self.env != "MetaGrad/TabularMDP-v0":
@@ -128,7 +141,12 @@ class TabularBenchConfig:
         for combo in self.combinations:
             if combo not in COMBINATIONS:
                 raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
-        unknown = set(self.experiments) - set(EXPERIMENTS)
+        for combo in self.sweep_states_combinations:
+            if combo not in COMBINATIONS:
+                raise ValueError(f"sweep_states_combinations: unknown {combo!r}; known: {COMBINATIONS}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.sweep_states):
+            raise ValueError(f"sweep_states: state counts must be integers >= 1, got {self.sweep_states}")
+        unknown = set(self.experiments) - set(EXPERIMENTS) - set(EXTRA_EXPERIMENTS)
         if unknown:
             raise ValueError(f"experiments: unknown {sorted(unknown)}")
 
@@ -163,6 +181,8 @@ PRESETS: dict[str, TabularBenchConfig] = {
         hessian_bias_c=(0.5, 2.0, 4.0),
         hessian_bias_k=(1,),
     ),
+    # Extension: bias against the number of states S (finite-horizon oracle, 10 tasks x 20 repeats)
+    "large_s": TabularBenchConfig(preset="large_s", objective="finite", experiments=("sweep_states",)),
 }
 
 
@@ -197,6 +217,15 @@ def make_cells(config: TabularBenchConfig) -> list[Cell]:
                     "lee", est, config.n, inner_steps=config.inner_steps, inner_lr=float(alpha), **common
                 )
                 cells.append(Cell("sweep_alpha", est, spec, config.n))
+    if "sweep_states" in config.experiments:
+        for est in config.sweep_estimators:
+            for combo in config.sweep_states_combinations:
+                spec = MetaGradientSpec.from_combination(
+                    combo, est, config.n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
+                )
+                for states in config.sweep_states:
+                    tag = {"num_states": int(states)}
+                    cells.append(Cell("sweep_states", est, spec, config.n, tags=tag))
     if "hessian_bias" in config.experiments:
         for k in config.hessian_bias_k:
             for c in config.hessian_bias_c:
@@ -213,13 +242,20 @@ def _tasks(config: TabularBenchConfig) -> tuple[list[TabularTask], dict]:
     return config.tasks(), {}
 
 
+def _task_config(config: TabularBenchConfig, cell: Cell) -> TabularBenchConfig:
+    """The config that defines the cell's tasks: the run's, with the cell's own state count."""
+    states = cell.tags.get("num_states")
+    return config if states is None else dataclasses.replace(config, num_states=int(states))
+
+
 def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
     """Score one cell over all tasks; returns its result row (config, metrics, provenance)."""
-    tasks, exact_cache = _tasks(config)
+    task_config = _task_config(config, cell)
+    tasks, exact_cache = _tasks(task_config)
     spec = cell.spec
     start = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
-    logits = torch.zeros(config.num_states, config.num_actions, dtype=torch.float64, device=device)
+    logits = torch.zeros(task_config.num_states, config.num_actions, dtype=torch.float64, device=device)
     samples, exact = [], []
     for i, task in enumerate(tasks):
         ekey = (i, spec.inner_steps, spec.inner_lr, spec.objective)
@@ -252,11 +288,34 @@ def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> Res
     )
 
 
+# The exact stages' work in env-step equivalents: one stage at one inner step costs about as much as
+# sampling this many episodes on the 20-state tasks, plus one env step per this many multiply-adds
+# of the dense value recursions on larger state spaces.
+_EXACT_STAGE_EPISODES = 8
+_MULTIPLY_ADDS_PER_STEP = 3000
+
+
+def cell_cost(config: TabularBenchConfig, cell: Cell) -> float:
+    """The cell's expected compute in sampled env steps (``Suite.cost``: longest cells first)."""
+    spec = cell.spec
+    stages = (spec.inner_steps + 1) * (
+        1 + sum(stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer))
+    )
+    S, A, H = _task_config(config, cell).num_states, config.num_actions, config.horizon
+    values = stages * config.repeats * S * S * A * H / _MULTIPLY_ADDS_PER_STEP  # critics and exact stages
+    episodes = episodes_per_estimate(spec) + _EXACT_STAGE_EPISODES * stages
+    return config.num_tasks * (config.repeats * H * episodes + values)
+
+
 def _series(rows: list[ResultRow], experiment: str, xkey: str) -> dict[str, list[ResultRow]]:
     out: dict[str, list[ResultRow]] = {}
     for r in rows:
         if r.experiment == experiment:
-            label = r.estimator if experiment != "hessian_bias" else f"K={r.get('inner_steps')}"
+            label = r.estimator
+            if experiment == "hessian_bias":
+                label = f"K={r.get('inner_steps')}"
+            elif experiment == "sweep_states":
+                label = f"{r.estimator} {r.get('combination')}"
             out.setdefault(label, []).append(r)
     return {k: sorted(v, key=lambda r: r.value(xkey)) for k, v in out.items()}
 
@@ -270,6 +329,8 @@ def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> l
         ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", "debiased bias", False),
         ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", "debiased bias", False),
         ("hessian_bias", "hessian_bias_c", "mse", "injected Hessian bias c", "MSE", True),
+        ("sweep_states", "num_states", "bias_debiased", "number of states S", "debiased bias", True),
+        ("sweep_states", "num_states", "relative_bias", "number of states S", "relative bias", True),
     ]
     written = []
     for experiment, xkey, ykey, xlabel, ylabel, loglog in panels:
@@ -335,6 +396,8 @@ def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None
         ("sweep_k", "inner_steps", "bias_debiased"),
         ("sweep_alpha", "inner_lr", "bias_debiased"),
         ("hessian_bias", "hessian_bias_c", "mse"),
+        ("sweep_states", "num_states", "bias_debiased"),
+        ("sweep_states", "num_states", "relative_bias"),
     ):
         series = _series(rows, experiment, xkey)
         if not series:
@@ -372,7 +435,7 @@ SUITE = Suite(
     spec_nested=STAGED_SPEC_FIELDS,
     presets=PRESETS,
     default_preset="liu2022",
-    experiments=EXPERIMENTS,
+    experiments=EXPERIMENTS + EXTRA_EXPERIMENTS,
     make_cells=make_cells,
     score_cell=run_cell,
     write_plots=write_plots,
@@ -393,7 +456,9 @@ SUITE = Suite(
         "inner_lr",
         "hessian_bias_c",
         "objective",
+        "num_states",
     ),
     describe_preset=describe_preset,
     in_default_run=True,
+    cost=cell_cost,
 )
