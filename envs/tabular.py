@@ -473,24 +473,18 @@ class RowSampler:
     * ``"alias"``: Walker alias tables (:func:`alias_table`); a draw is ``j = floor(K u)`` and one
       comparison of the fractional part of ``K u`` with ``threshold[row, j]``;
     * ``"search"``: binary search for the first entry of the row's normalised cumulative sum above
-      ``u`` (``ceil(log2 K)`` gathers per draw); building it is one cumulative sum. Rows are
-      padded to a power of two (``row_stride``) with entries above every uniform.
+      ``u`` (``1 + floor(log2 K)`` gathers per draw, the first step uneven so that every probe
+      stays inside the row); building it is one cumulative sum.
 
-    Tables are stored flat (``[N * row_stride]``) so every draw gathers with ``index_select``. Build with
+    Tables are stored flat (``[N * K]``) so every draw gathers with ``index_select``. Build with
     :meth:`build`; draw with :meth:`sample`, or in a loop with :meth:`prepare` once for all the
     uniforms and :meth:`draw` per step (what the batched engines do).
     """
 
     kind: str
     num_categories: int
-    table: torch.Tensor  # alias thresholds, or the padded cumulative distribution (flat)
+    table: torch.Tensor  # alias thresholds, or the cumulative distribution (flat [N * K])
     alias: torch.Tensor | None = None  # long [N * K] (alias kind)
-
-    @property
-    def row_stride(self) -> int:
-        """Entries per row in the flat tables: K, or K rounded up to a power of two (search)."""
-        k = self.num_categories
-        return k if self.kind == "alias" else 1 << (k - 1).bit_length()
 
     @classmethod
     def build(
@@ -506,9 +500,8 @@ class RowSampler:
         if kind != "search":
             raise ValueError(f"kind: expected 'alias' or 'search', got {kind!r}")
         cdf = probs.reshape(-1, k).cumsum(1)
-        cdf = (cdf / cdf[:, -1:]).clamp_(max=1.0)  # trailing zero-probability entries read exactly 1
-        padded = torch.nn.functional.pad(cdf.to(dtype), (0, (1 << (k - 1).bit_length()) - k), value=2.0)
-        return cls("search", k, padded.reshape(-1))
+        cdf = cdf.div_(cdf[:, -1:].clone()).clamp_(max=1.0)  # trailing zero-probability entries read 1
+        return cls("search", k, cdf.to(dtype).reshape(-1))
 
     @classmethod
     def from_alias(
@@ -530,8 +523,7 @@ class RowSampler:
             frac = x.sub_(j)
             j = j.long()
             return j, j if base is None else j + base * k, frac
-        width = self.row_stride
-        offset = torch.full_like(u, -1, dtype=torch.long) if base is None else (base * width - 1).expand_as(u)
+        offset = torch.full_like(u, -1, dtype=torch.long) if base is None else (base * k - 1).expand_as(u)
         return u, offset, u
 
     def draw(
@@ -542,10 +534,10 @@ class RowSampler:
     ) -> torch.Tensor:
         """Draws for rows ``base + sum(x * stride for x, stride in terms)`` (long ``[...]``,
         shaped like the prepared uniforms), written to ``out`` when given."""
-        width = self.row_stride
+        k = self.num_categories
         first, flat, last = prepared
         for x, stride in terms:
-            flat = torch.add(flat, x, alpha=stride * width)
+            flat = torch.add(flat, x, alpha=stride * k)
         if self.kind == "alias":
             keep = last < self.table.index_select(0, flat.reshape(-1)).view_as(flat)
             other = self.alias.index_select(0, flat.reshape(-1)).view_as(flat)  # type: ignore[union-attr]
@@ -555,8 +547,14 @@ class RowSampler:
                 else torch.where(keep, first, other)
             )
         # "search": ``position`` walks to the last entry <= u of the row (``flat`` is the entry
-        # before the row's first), halving the step; the draw is the entry after it
-        position, step = flat, width
+        # before the row's first; the last entry, 1, exceeds every u), the draw is the entry after
+        # it. With p the largest power of two <= K, the first probe (entry p - 1) leaves p - 1
+        # or K - p entries, then steps p / 2, ..., 1: every probe stays in the row.
+        if k == 1:
+            return torch.zeros_like(flat) if out is None else out.zero_()
+        step = 1 << (k.bit_length() - 1)
+        below = self.table.index_select(0, (flat + step).reshape(-1)).view_as(first) <= first
+        position = torch.where(below, flat + (k - step), flat)
         while step > 1:
             step //= 2
             candidate = position + step
@@ -668,7 +666,9 @@ def rollout(
     B = int(num_episodes)
 
     with torch.no_grad():
-        policy = RowSampler.build(torch.softmax(logits.detach().reshape(g * S, A), -1))
+        # alias tables pay off when the episodes draw more often than the table has entries
+        kind = "alias" if A <= ALIAS_MAX_CATEGORIES and S * A <= B * H else "search"
+        policy = RowSampler.build(torch.softmax(logits.detach().reshape(g * S, A), -1), kind=kind)
         column = torch.arange(g, device=device)
         # task of each policy column (the last batch axis for a task batch; 0 for one task)
         task_row = (column % task.num_tasks) * S  # [g]

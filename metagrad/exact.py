@@ -160,8 +160,8 @@ def _finite_values_by_actions(
     pi = pi.expand(*batch, S, A).reshape(-1, N, S, A).transpose(0, 1)  # [N, M, S, A]
     r_pi = r_pi.expand(*batch, S).reshape(-1, N, S).transpose(0, 1)  # [N, M, S]
     P_t = task.tensors(pi.device, pi.dtype)["P"].reshape(N, S * A, S).transpose(-1, -2)  # [N, S, S A]
-    values = [torch.zeros_like(r_pi)]
-    for _ in range(H):
+    values = [torch.zeros_like(r_pi), r_pi]  # V_H = 0, V_{H-1} = r_pi
+    for _ in range(H - 1):
         expected_next = (values[-1] @ P_t).view(*r_pi.shape, A)  # [N, M, S, A]: P[s, a] . V_{t+1}
         values.append(r_pi + task.gamma * (pi * expected_next).sum(-1))
     stacked = torch.stack(values[::-1], dim=-2)  # [N, M, H + 1, S]

@@ -122,7 +122,7 @@ def test_default_sampler_kind_follows_the_row_length():
     small = RowSampler.build(torch.full((2, ALIAS_MAX_CATEGORIES), 1.0 / ALIAS_MAX_CATEGORIES))
     large = RowSampler.build(torch.full((2, ALIAS_MAX_CATEGORIES + 1), 1.0 / (ALIAS_MAX_CATEGORIES + 1)))
     assert (small.kind, large.kind) == ("alias", "search")
-    assert large.row_stride == 128 and large.table.numel() == 2 * 128
+    assert large.table.numel() == 2 * (ALIAS_MAX_CATEGORIES + 1)
 
 
 # ------------------------------------------------------------------ engines vs the exact law
@@ -185,6 +185,19 @@ def test_engine_plays_a_task_batch_and_a_policy_batch_with_the_large_state_sampl
             zs.append(_max_z(counts, exact, n))
             cells += exact.numel()
     assert max(zs) < _z_bound(cells)
+
+
+def test_policy_draws_by_search_when_the_table_outgrows_the_draws():
+    """Few episodes per policy on many states: the policy is sampled by binary search on its
+    CDF instead of alias tables (same law)."""
+    task = random_task(90, 3, horizon=3, dirichlet_alpha=1.0, seed=7, start_state=None)
+    logits = torch.randn(90, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    copies, n = 500, 40  # S A = 270 > n H = 120: search
+    traj = rollout(task, logits.expand(copies, 90, 3), n, generator=torch.Generator().manual_seed(6))
+    counts = _visits(traj.states.reshape(3, -1), traj.actions.reshape(3, -1), 90, 3)
+    exact = _occupancy(task, logits)
+    assert (counts[exact == 0] == 0).all()
+    assert _max_z(counts, exact, copies * n) < _z_bound(exact.numel())
 
 
 def _outcome_law(theta1: torch.Tensor, theta2: torch.Tensor, horizon: int) -> torch.Tensor:
