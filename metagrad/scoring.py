@@ -92,9 +92,8 @@ def _bootstrap_terms(
     gram = Z @ Z.transpose(-1, -2)  # [N, R, R]
     d = mean - exact
     proj = Z @ torch.stack([d, exact, mean], dim=-1)  # [N, R, 3]: z.d, z.e, z.m
-    w = torch.zeros(idx.shape, dtype=samples.dtype).scatter_add_(
-        -1, idx, torch.ones(idx.shape, dtype=samples.dtype)
-    )
+    ones = torch.ones(idx.shape, dtype=samples.dtype, device=samples.device)
+    w = torch.zeros_like(ones).scatter_add_(-1, idx.to(samples.device), ones)  # resample counts
     shift_sq = torch.einsum("bnr,nrs,bns->bn", w, gram, w) / R**2  # ||zbar_b||^2
     shift_dot = torch.einsum("bnr,nrk->bnk", w, proj) / R  # zbar_b . (d, e, m)
     bias_sq = (d * d).sum(-1) + 2 * shift_dot[..., 0] + shift_sq

@@ -243,9 +243,10 @@ class Suite:
             (what the leaderboard compares estimators on).
         describe_preset: ``config -> str``, one line for ``metagrad list presets``.
         in_default_run: part of plain ``metagrad bench`` (with its default preset).
-        cost: ``(config, cell) -> float``, the cell's expected compute in sampled env steps (its
-            episodes x horizon x tasks x repeats, plus the exact stages' work in the same unit):
-            the runner starts the longest cells first. ``None``: unknown (run first).
+        cost: ``(config, cell) -> float``, the cell's expected compute in seconds, roughly (from
+            its episodes x horizon x tasks x repeats and its exact stages; only the order across
+            the suites of a run matters): the runner starts the longest cells first. ``None``:
+            unknown (run first).
         prepare: ``config -> {key: value}``, per-run state every cell of ``config`` reads
             through :func:`run_state` (e.g. trained policy pairs): the runner computes it once,
             in its own process while the workers start, and hands it to them.

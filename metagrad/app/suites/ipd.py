@@ -299,18 +299,20 @@ def prepare_pairs(config: IPDBenchConfig) -> dict[Any, Any]:
 
 
 # An exact LOLA target and its estimate's closed-form stages cost about as much as this many
-# sampled episodes per lookahead step
+# sampled episodes per lookahead step; seconds per sampled joint step (fitted on the default
+# suite's cells on the 2-core machine, one thread: only ratios matter)
 _EXACT_STAGE_EPISODES = 8
+_SECONDS_PER_STEP = 4.5e-7
 
 
 def ipd_cell_cost(config: IPDBenchConfig, cell: Cell) -> float:
-    """The cell's expected compute in sampled joint steps (``Suite.cost``: longest cells first)."""
+    """The cell's expected compute in seconds, roughly (``Suite.cost``: longest cells first)."""
     spec = cell.spec
     exact = (spec.lookahead_steps + 1) * sum(
         stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer)
     )
     episodes = episodes_per_lola_estimate(spec) + _EXACT_STAGE_EPISODES * (exact + 1)
-    return config.num_pairs * config.repeats * spec.horizon * episodes
+    return _SECONDS_PER_STEP * config.num_pairs * config.repeats * spec.horizon * episodes
 
 
 def run_ipd_cell(config: IPDBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:

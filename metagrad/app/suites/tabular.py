@@ -290,13 +290,15 @@ def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> Res
 
 # The exact stages' work in env-step equivalents: one stage at one inner step costs about as much as
 # sampling this many episodes on the 20-state tasks, plus one env step per this many multiply-adds
-# of the dense value recursions on larger state spaces.
+# of the dense value recursions on larger state spaces; and the seconds per env-step equivalent
+# (fitted on the default suite's cells on the 2-core machine, one thread: only ratios matter).
 _EXACT_STAGE_EPISODES = 8
 _MULTIPLY_ADDS_PER_STEP = 3000
+_SECONDS_PER_STEP = 1.0e-6
 
 
 def cell_cost(config: TabularBenchConfig, cell: Cell) -> float:
-    """The cell's expected compute in sampled env steps (``Suite.cost``: longest cells first)."""
+    """The cell's expected compute in seconds, roughly (``Suite.cost``: longest cells first)."""
     spec = cell.spec
     stages = (spec.inner_steps + 1) * (
         1 + sum(stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer))
@@ -304,7 +306,7 @@ def cell_cost(config: TabularBenchConfig, cell: Cell) -> float:
     S, A, H = _task_config(config, cell).num_states, config.num_actions, config.horizon
     values = stages * config.repeats * S * S * A * H / _MULTIPLY_ADDS_PER_STEP  # critics and exact stages
     episodes = episodes_per_estimate(spec) + _EXACT_STAGE_EPISODES * stages
-    return config.num_tasks * (config.repeats * H * episodes + values)
+    return _SECONDS_PER_STEP * config.num_tasks * (config.repeats * H * episodes + values)
 
 
 def _series(rows: list[ResultRow], experiment: str, xkey: str) -> dict[str, list[ResultRow]]:
