@@ -356,13 +356,16 @@ def ipd_rollout(
             theta1.detach().reshape(g, NUM_LOGITS), theta2.detach().reshape(g, NUM_LOGITS)
         )
         sampler = RowSampler.build(_block_probs(Q.double(), steps).reshape(g * NUM_LOGITS, -1), kind="alias")
-        u = torch.rand((blocks, B, g), generator=generator, device=device, dtype=torch.float64)
-        prepared = sampler.prepare(u, torch.arange(g, device=device) * NUM_LOGITS if g > 1 else None)
-        codes = torch.empty((blocks, B, g), dtype=torch.long, device=device)
-        s = torch.zeros((B, g), dtype=torch.long, device=device)
+        # one draw per episode of every pair, flattened: entry b * g + pair
+        u = torch.rand((blocks, B * g), generator=generator, device=device, dtype=torch.float64)
+        base = (torch.arange(g, device=device) * NUM_LOGITS).repeat(B) if g > 1 else None
+        prepared = sampler.prepare(u, base)
+        codes = torch.empty((blocks, B * g), dtype=torch.long, device=device)
+        s = torch.zeros(B * g, dtype=torch.long, device=device)
         for b, prepared_b in enumerate(zip(*prepared, strict=True)):
             code = sampler.draw(prepared_b, ((s, 1),), out=codes[b])
             s = torch.bitwise_and(code, 3).add_(1)  # the state after the block's last outcome
+        codes = codes.view(blocks, B, g)
         # decode the blocks' outcomes (base-4 digits) with 16-bit arithmetic
         small = torch.int16
         shifts = torch.arange(2 * (steps - 1), -1, -2, device=device, dtype=small).reshape(1, steps, 1, 1)

@@ -145,13 +145,16 @@ class TabularTask:
         ]
 
     def tensors(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """``P``, ``R`` and ``init`` on ``device`` in ``dtype`` (cached; no copy for float64 on CPU)."""
+        """``P``, ``R``, ``init`` and its CDF ``init_cdf`` on ``device`` in ``dtype`` (cached; no copy
+        for float64 on CPU)."""
         key = ("tensors", str(torch.device(device)), dtype)
         if key not in self._cache:
+            init = self.init.to(device=device, dtype=dtype)
             self._cache[key] = {
                 "P": self.P.to(device=device, dtype=dtype),
                 "R": self.R.to(device=device, dtype=dtype),
-                "init": self.init.to(device=device, dtype=dtype),
+                "init": init,
+                "init_cdf": init.cumsum(-1),
             }
         return self._cache[key]
 
@@ -166,7 +169,7 @@ class TabularTask:
         if key not in self._cache:
             self._cache[key] = (
                 RowSampler.build(self.P.to(device=device).reshape(-1, self.num_states), dtype=dtype),
-                self.init.to(device=device, dtype=dtype).cumsum(-1),
+                self.tensors(device, dtype)["init_cdf"],
             )
         return self._cache[key]
 
@@ -514,8 +517,8 @@ class RowSampler:
     def prepare(
         self, u: torch.Tensor, base: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The per-draw constants of uniforms ``u [...]`` for rows ``base + ...`` (``base``, long,
-        broadcasts against ``u``; default 0): computed once for a whole rollout."""
+        """The per-draw constants of uniforms ``u [..., D]`` for rows ``base + ...`` (``base``, long
+        ``[D]``, default 0): computed once for a whole rollout; ``D`` draws per step."""
         k = self.num_categories
         if self.kind == "alias":
             x = u * k
@@ -532,15 +535,15 @@ class RowSampler:
         terms: tuple[tuple[torch.Tensor, int], ...],
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draws for rows ``base + sum(x * stride for x, stride in terms)`` (long ``[...]``,
-        shaped like the prepared uniforms), written to ``out`` when given."""
+        """One step's draws (long ``[D]``) for rows ``base + sum(x * stride for x, stride in
+        terms)`` (``prepared``: one step of :meth:`prepare`'s constants), written to ``out``."""
         k = self.num_categories
         first, flat, last = prepared
         for x, stride in terms:
             flat = torch.add(flat, x, alpha=stride * k)
         if self.kind == "alias":
-            keep = last < self.table.index_select(0, flat.reshape(-1)).view_as(flat)
-            other = self.alias.index_select(0, flat.reshape(-1)).view_as(flat)  # type: ignore[union-attr]
+            keep = last < self.table.index_select(0, flat)
+            other = self.alias.index_select(0, flat)  # type: ignore[union-attr]
             return (
                 torch.where(keep, first, other, out=out)
                 if out is not None
@@ -553,18 +556,18 @@ class RowSampler:
         if k == 1:
             return torch.zeros_like(flat) if out is None else out.zero_()
         step = 1 << (k.bit_length() - 1)
-        below = self.table.index_select(0, (flat + step).reshape(-1)).view_as(first) <= first
+        below = self.table.index_select(0, flat + step) <= first
         position = torch.where(below, flat + (k - step), flat)
         while step > 1:
             step //= 2
             candidate = position + step
-            below = self.table.index_select(0, candidate.reshape(-1)).view_as(first) <= first
+            below = self.table.index_select(0, candidate) <= first
             position = torch.where(below, candidate, position)
         return torch.sub(position, flat, out=out) if out is not None else position - flat
 
     def sample(self, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One draw per entry of ``row`` (long ``[...]``) with uniforms ``u`` (same shape)."""
-        return self.draw(self.prepare(u), ((row, 1),))
+        return self.draw(self.prepare(u.reshape(-1)), ((row.reshape(-1), 1),)).view(row.shape)
 
 
 def tabular_gather(table: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -576,10 +579,16 @@ def tabular_gather(table: torch.Tensor, states: torch.Tensor, actions: torch.Ten
     Returns:
         ``[T, B, *G]``.
     """
+    return _gather_entries(table, states * table.shape[-1] + actions)
+
+
+def _gather_entries(table: torch.Tensor, state_action: torch.Tensor) -> torch.Tensor:
+    """``table[g].flatten()[state_action]`` for a batch of tables ``[*G, S, A]`` and entries
+    ``s A + a`` ``[T, B, *G]`` (one ``index_select``; keeps the graph of ``table``)."""
     batch_shape = table.shape[:-2]
     S, A = table.shape[-2:]
     g = int(math.prod(batch_shape))
-    index = states * A + actions
+    index = state_action
     if g > 1:
         index = index + (torch.arange(g, device=table.device) * (S * A)).reshape(batch_shape)
     return table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)
@@ -659,47 +668,30 @@ def rollout(
     device = torch.device(device) if device is not None else logits.device
     logits = expand_to_tasks(task, logits.to(device))
     dtype = logits.dtype
-    transitions, init_cdf = task.samplers(device, dtype)
     S, A, H = task.num_states, task.num_actions, task.horizon
     batch_shape = tuple(logits.shape[:-2])
     g = int(math.prod(batch_shape))
     B = int(num_episodes)
 
     with torch.no_grad():
-        # alias tables pay off when the episodes draw more often than the table has entries
-        kind = "alias" if A <= ALIAS_MAX_CATEGORIES and S * A <= B * H else "search"
-        policy = RowSampler.build(torch.softmax(logits.detach().reshape(g * S, A), -1), kind=kind)
         column = torch.arange(g, device=device)
-        # task of each policy column (the last batch axis for a task batch; 0 for one task)
-        task_row = (column % task.num_tasks) * S  # [g]
-        # every uniform at once: [H + 1, 2, B, g] (the initial state uses index H)
-        u = torch.rand((H + 1, 2, B, g), generator=generator, device=device, dtype=dtype)
-        states = torch.empty((H + 1, B, g), dtype=torch.long, device=device)  # row H: s_H
-        actions = torch.empty((H, B, g), dtype=torch.long, device=device)
-        states[0] = sample_categorical(init_cdf.reshape(-1, S)[task_row // S], u[H, 0])  # cdf [g, S]
-        # draw constants for all steps; the rows are policy (column * S + s) and transition
-        # ((task_row + s) * A + a), so each step adds only the state and action terms
-        pick = policy.prepare(u[:H, 0], column * S if g > 1 else None)
-        move = transitions.prepare(u[:H, 1], task_row * A if task.num_tasks > 1 else None)
-        for t, (pick_t, move_t) in enumerate(
-            zip(zip(*pick, strict=True), zip(*move, strict=True), strict=True)
-        ):
-            s = states[t]
-            a = policy.draw(pick_t, ((s, 1),), out=actions[t])
-            transitions.draw(move_t, ((s, A), (a, 1)), out=states[t + 1])
+        task_of = column % task.num_tasks  # task of each policy column (the last batch axis)
+        # one row per step of every episode of every policy, flattened: entry b * g + column
+        states = torch.empty((H + 1, B * g), dtype=torch.long, device=device)  # row H: s_H
+        play = _play_joint if A * S * S <= B * H else _play_separate  # joint: table <= draws
+        actions = play(task, logits.detach().reshape(g, S, A), task_of, states, generator).view(H, B, g)
+        states = states.view(H + 1, B, g)
         state_action = states[:H] * A + actions  # s_t A + a_t
-        if task.num_tasks > 1:
-            state_action = state_action + task_row * A
-        rewards = task.tensors(device, dtype)["R"].reshape(-1).index_select(0, state_action.reshape(-1))
+        entry = state_action + task_of * (S * A) if task.num_tasks > 1 else state_action
+        rewards = task.tensors(device, dtype)["R"].reshape(-1).index_select(0, entry.reshape(-1))
         final_states = states[H].reshape(B, *batch_shape)
 
     shape = (H, B, *batch_shape)
-    states, actions = states[:H].reshape(shape), actions.reshape(shape)
-    log_probs = policy_log_probs(logits, states, actions)
+    log_probs = _gather_entries(torch.log_softmax(logits, -1), state_action.view(shape))
     terminated, truncated = Trajectory.horizon_flags(shape, device)
     return Trajectory(
-        states=states,
-        actions=actions,
+        states=states[:H].reshape(shape),
+        actions=actions.reshape(shape),
         rewards=rewards.reshape(shape),
         log_probs=log_probs,
         behaviour_log_probs=log_probs.detach(),
@@ -708,6 +700,67 @@ def rollout(
         truncated=truncated,
         final_states=final_states,
     )
+
+
+def _play_joint(
+    task: TabularTask, logits: torch.Tensor, task_of: torch.Tensor, states: torch.Tensor, generator
+) -> torch.Tensor:
+    """Fill ``states [H + 1, B g]`` drawing ``(a_t, s_{t+1})`` at once from their joint law
+    ``pi(a | s_t) P(s' | s_t, a)`` (alias tables over the ``A S`` pairs of every policy and state,
+    float64 tables and uniforms); returns the actions ``[H, B g]``."""
+    S, A, H = task.num_states, task.num_actions, task.horizon
+    g = logits.shape[0]
+    D = states.shape[1]
+    device = logits.device
+    tables = task.tensors(device, torch.float64)
+    P = tables["P"].reshape(-1, S, A, S)
+    if task.num_tasks > 1:
+        P = P.index_select(0, task_of)
+    pi = torch.softmax(logits.double(), -1)  # [g, S, A]
+    sampler = RowSampler.build((pi.unsqueeze(-1) * P).reshape(g * S, A * S), kind="alias")
+    u = torch.rand((H + 1, D), generator=generator, device=device, dtype=torch.float64)
+    init_cdf = tables["init_cdf"].reshape(-1, S).index_select(0, task_of)  # [g, S]
+    states[0] = sample_categorical(init_cdf, u[H].view(-1, g)).view(-1)
+    codes = torch.empty((H, D), dtype=torch.long, device=device)  # a_t S + s_{t+1}
+    pair = torch.arange(A * S, device=device)
+    next_state, action = pair % S, pair // S  # decoded by lookup (no integer division per step)
+    base = (torch.arange(g, device=device) * S).repeat(D // g) if g > 1 else None
+    prepared = sampler.prepare(u[:H], base)
+    for t, prepared_t in enumerate(zip(*prepared, strict=True)):
+        code = sampler.draw(prepared_t, ((states[t], 1),), out=codes[t])
+        torch.index_select(next_state, 0, code, out=states[t + 1])
+    return action.index_select(0, codes.view(-1)).view(H, D)
+
+
+def _play_separate(
+    task: TabularTask, logits: torch.Tensor, task_of: torch.Tensor, states: torch.Tensor, generator
+) -> torch.Tensor:
+    """Fill ``states [H + 1, B g]`` drawing the action, then the next state (the task's cached
+    transition sampler); returns the actions ``[H, B g]``."""
+    S, A, H = task.num_states, task.num_actions, task.horizon
+    g = logits.shape[0]
+    D = states.shape[1]
+    device, dtype = logits.device, logits.dtype
+    transitions, init_cdf = task.samplers(device, dtype)
+    # alias tables pay off when the episodes draw more often than the table has entries
+    kind = "alias" if A <= ALIAS_MAX_CATEGORIES and S * A <= (D // g) * H else "search"
+    policy = RowSampler.build(torch.softmax(logits.reshape(g * S, A), -1), kind=kind)
+    # every uniform at once: [H + 1, 2, B g] (the initial state uses index H)
+    u = torch.rand((H + 1, 2, D), generator=generator, device=device, dtype=dtype)
+    actions = torch.empty((H, D), dtype=torch.long, device=device)
+    states[0] = sample_categorical(
+        init_cdf.reshape(-1, S).index_select(0, task_of), u[H, 0].view(-1, g)
+    ).view(-1)
+    # draw constants for all steps; the rows are policy (column * S + s) and transition
+    # ((task * S + s) * A + a), so each step adds only the state and action terms
+    column = torch.arange(g, device=device).repeat(D // g)
+    pick = policy.prepare(u[:H, 0], column * S if g > 1 else None)
+    move = transitions.prepare(u[:H, 1], (column % task.num_tasks) * (S * A) if task.num_tasks > 1 else None)
+    for t, (pick_t, move_t) in enumerate(zip(zip(*pick, strict=True), zip(*move, strict=True), strict=True)):
+        s = states[t]
+        a = policy.draw(pick_t, ((s, 1),), out=actions[t])
+        transitions.draw(move_t, ((s, A), (a, 1)), out=states[t + 1])
+    return actions
 
 
 def _task_from_kwargs(task: TabularTask | None, seed: int | None, task_kwargs: dict) -> TabularTask:

@@ -150,23 +150,33 @@ def _visits(states: torch.Tensor, actions: torch.Tensor, S: int, A: int) -> torc
     ("num_states", "num_actions", "dtype"),
     [(6, 3, torch.float64), (6, 3, torch.float32), (80, 2, torch.float64)],  # 80 > 64: search sampler
 )
-def test_engine_and_reference_rollouts_draw_the_exact_occupancy(num_states, num_actions, dtype):
+@pytest.mark.parametrize("copies", [1, 8000])  # many episodes: joint (a, s') draws; few: one by one
+def test_engine_and_reference_rollouts_draw_the_exact_occupancy(num_states, num_actions, dtype, copies):
     task = random_task(num_states, num_actions, horizon=4, dirichlet_alpha=1.0, seed=5, start_state=None)
     logits = torch.randn(num_states, num_actions, generator=torch.Generator().manual_seed(1)).to(dtype)
     exact = _occupancy(task, logits)
-    n = 40_000
-    engine = rollout(task, logits, n, generator=torch.Generator().manual_seed(2))
-    reference = reference_tabular_rollout(
-        task, logits, n, reference_tabular_tables(task, dtype), generator=torch.Generator().manual_seed(3)
-    )
+    n = 40_000 // copies
+    engine = rollout(task, logits.expand(copies, -1, -1), n, generator=torch.Generator().manual_seed(2))
+    if copies == 1:
+        reference = reference_tabular_rollout(
+            task,
+            logits,
+            n * copies,
+            reference_tabular_tables(task, dtype),
+            generator=torch.Generator().manual_seed(3),
+        )
+        trajectories = [engine, reference]
+    else:
+        trajectories = [engine]
     bound = _z_bound(2 * exact.numel())
-    for traj in (engine, reference):
-        counts = _visits(traj.states, traj.actions, num_states, num_actions)
+    for traj in trajectories:
+        states, actions = traj.states.reshape(4, -1), traj.actions.reshape(4, -1)
+        counts = _visits(states, actions, num_states, num_actions)
         assert (counts[exact == 0] == 0).all()
-        assert _max_z(counts, exact, n) < bound
-        assert torch.equal(traj.rewards, task.R.to(dtype)[traj.states, traj.actions])
-        lp = torch.log_softmax(logits, -1)[traj.states, traj.actions]
-        assert torch.allclose(traj.log_probs, lp)
+        assert _max_z(counts, exact, 40_000) < bound
+        assert torch.equal(traj.rewards.reshape(4, -1), task.R.to(dtype)[states, actions])
+        lp = torch.log_softmax(logits, -1)[states, actions]
+        assert torch.allclose(traj.log_probs.reshape(4, -1), lp)
 
 
 def test_engine_plays_a_task_batch_and_a_policy_batch_with_the_large_state_sampler():

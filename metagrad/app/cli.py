@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.add_argument("--out", default=None, help="also write the figures as JSON")
     p_perf.add_argument("--atari", action="store_true", help="also time the Atari env and A2C/MGRL training")
     p_perf.add_argument(
-        "--ceiling-rounds", type=int, default=15, help="alternating engine/reference rounds (default 15)"
+        "--ceiling-rounds", type=int, default=11, help="engine/reference rounds, each timed ABBA (default 11)"
     )
     p_perf.add_argument(
         "--large-s",

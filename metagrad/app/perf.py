@@ -254,54 +254,60 @@ def a2c_training_throughput(
 # --------------------------------------------------------------------------------------------
 
 
-def reference_tabular_tables(task: TabularTask, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat alias tables ``(threshold [S*A*S], alias [S*A*S])`` of ``task.P`` for
-    :func:`reference_tabular_rollout` (built once per task, as the engine caches its own)."""
-    threshold, alias = alias_table(task.P.reshape(-1, task.num_states))
-    return threshold.to(dtype).reshape(-1), alias.reshape(-1)
+def reference_tabular_tables(
+    task: TabularTask, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(P [S, A, S] float64, R [S * A] in dtype, the start CDF [S] float64)`` on ``device`` for
+    :func:`reference_tabular_rollout` (prepared once per task, as the engine caches its own)."""
+    return (
+        task.P.to(device=device, dtype=torch.float64),
+        task.R.to(device=device, dtype=dtype).reshape(-1),
+        task.init.to(device=device, dtype=torch.float64).cumsum(0),
+    )
 
 
 def reference_tabular_rollout(
     task: TabularTask,
     logits: torch.Tensor,
     num_episodes: int,
-    tables: tuple[torch.Tensor, torch.Tensor],
+    tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     *,
     generator: torch.Generator | None = None,
 ) -> Trajectory:
     """The ceiling for :func:`metagrad.envs.tabular.rollout`: one policy ``[S, A]`` in one task.
 
-    Alias draws for actions and next states; all uniforms drawn once and split into bucket and
-    fraction once; per step one ``index_select`` per table on flat tables, results written into
-    preallocated outputs; rewards and differentiable log-probs gathered once at the end.
+    One draw per step: the pair ``(a_t, s_{t+1})`` from its joint law ``pi(a|s) P(s'|s, a)``
+    (alias tables over the ``A S`` pairs of each state, float64); all uniforms drawn once and
+    split into bucket and fraction once; per step one ``index_select`` per table on flat tables
+    and the next row read from a table, results written into preallocated outputs; actions,
+    states, rewards and differentiable log-probs decoded and gathered once at the end.
     """
     S, A, H, B = task.num_states, task.num_actions, task.horizon, num_episodes
     device, dtype = logits.device, logits.dtype
-    P_threshold, P_alias = tables
+    K = A * S
+    P, R, init_cdf = tables
     with torch.no_grad():
-        pi_threshold, pi_alias = (x.reshape(-1) for x in alias_table(torch.softmax(logits.detach(), -1)))
-        u = torch.rand((H + 1, 2, B), generator=generator, device=device, dtype=dtype)
-        x = u[:H] * torch.tensor([A, S], dtype=dtype, device=device).reshape(1, 2, 1)
-        bucket = x.floor().clamp_(
-            max=torch.tensor([A - 1, S - 1], dtype=dtype, device=device).reshape(1, 2, 1)
-        )
+        joint = torch.softmax(logits.detach().double(), -1).unsqueeze(-1) * P  # [S, A, S]
+        threshold, alias = (t.reshape(-1) for t in alias_table(joint.reshape(S, K)))
+        u = torch.rand((H + 1, B), generator=generator, device=device, dtype=torch.float64)
+        x = u[:H] * K
+        bucket = x.floor().clamp_(max=K - 1)
         frac = (x - bucket).unbind(0)
         bucket = bucket.long().unbind(0)
+        codes = torch.empty((H, B), dtype=torch.long, device=device)  # a_t S + s_{t+1}
         states = torch.empty((H + 1, B), dtype=torch.long, device=device)
-        actions = torch.empty((H, B), dtype=torch.long, device=device)
-        init_cdf = task.init.to(device=device, dtype=dtype).cumsum(0)
-        states[0] = (u[H, 0].unsqueeze(-1) >= init_cdf).sum(-1).clamp_(max=S - 1)
-        for t, (s, j, f) in enumerate(zip(states.unbind(0), bucket, frac, strict=False)):
-            row = torch.add(j[0], s, alpha=A)
-            a = torch.where(
-                f[0] < pi_threshold.index_select(0, row), j[0], pi_alias.index_select(0, row), out=actions[t]
+        states[0] = (u[H].unsqueeze(-1) >= init_cdf).sum(-1).clamp_(max=S - 1)
+        pair = torch.arange(K, device=device)
+        next_state, action = pair % S, pair // S  # decoded by lookup
+        for t, (j, f) in enumerate(zip(bucket, frac, strict=True)):
+            flat = torch.add(j, states[t], alpha=K)
+            code = torch.where(
+                f < threshold.index_select(0, flat), j, alias.index_select(0, flat), out=codes[t]
             )
-            row = torch.add(j[1], s, alpha=A * S).add_(a, alpha=S)
-            torch.where(
-                f[1] < P_threshold.index_select(0, row), j[1], P_alias.index_select(0, row), out=states[t + 1]
-            )
+            torch.index_select(next_state, 0, code, out=states[t + 1])
+        actions = action.index_select(0, codes.view(-1)).view(H, B)
         state_action = (states[:H] * A + actions).reshape(-1)
-        rewards = task.R.to(device=device, dtype=dtype).reshape(-1).index_select(0, state_action)
+        rewards = R.index_select(0, state_action)
     log_probs = torch.log_softmax(logits, -1).reshape(-1).index_select(0, state_action).view(H, B)
     terminated, truncated = Trajectory.horizon_flags((H, B), device)
     return Trajectory(
@@ -391,6 +397,14 @@ def reference_ipd_rollout(
     )
 
 
+def _cpu_seconds_per_call(fn: Callable[[], object], calls: int) -> float:
+    """Mean CPU seconds of this process (all its threads) per call of ``fn()``."""
+    start = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - start) / calls
+
+
 def _alternate(
     engine: Callable[[], object],
     reference: Callable[[], object],
@@ -399,14 +413,23 @@ def _alternate(
     calls: int,
     device: str,
 ) -> tuple[list[float], list[float]]:
-    """Seconds per call of ``engine`` and ``reference``, timed in alternating blocks of ``calls``
-    calls (``rounds`` blocks each), so both see the same machine load."""
+    """Seconds per call of ``engine`` and ``reference`` per round, each round timing blocks of
+    ``calls`` calls in the order engine, reference, reference, engine (neither gains from
+    running first or second). On CPU the clock is this process's CPU time, which other jobs on
+    the machine distort far less than wall time; on CUDA, synchronised wall time."""
+
+    def timed(fn: Callable[[], object]) -> float:
+        if device.startswith("cuda"):
+            return _seconds_per_call(fn, calls, warmup=0, device=device)
+        return _cpu_seconds_per_call(fn, calls)
+
     for fn in (engine, reference):
         fn()
     engine_s, reference_s = [], []
     for _ in range(rounds):
-        engine_s.append(_seconds_per_call(engine, calls, warmup=0, device=device))
-        reference_s.append(_seconds_per_call(reference, calls, warmup=0, device=device))
+        e1, r1, r2, e2 = timed(engine), timed(reference), timed(reference), timed(engine)
+        engine_s.append((e1 + e2) / 2)
+        reference_s.append((r1 + r2) / 2)
     return engine_s, reference_s
 
 
@@ -421,7 +444,7 @@ def _ceiling_job(
         logits = torch.zeros(
             task.num_states, task.num_actions, dtype=dtype, device=device, requires_grad=True
         )
-        tables = tuple(t.to(device) for t in reference_tabular_tables(task, dtype))
+        tables = reference_tabular_tables(task, dtype, device)
         return (
             functools.partial(rollout, task, logits, num_episodes, generator=gen),
             functools.partial(reference_tabular_rollout, task, logits, num_episodes, tables, generator=gen),
@@ -444,8 +467,8 @@ def _ceiling_job(
 def ceiling_ratios(
     num_episodes: int = 4096,
     *,
-    rounds: int = 15,
-    calls: int = 10,
+    rounds: int = 11,
+    calls: int = 5,
     device: str = "cpu",
     seed: int = 0,
     jobs: tuple[str, ...] = ("tabular_float32", "tabular_float64", "ipd"),
@@ -456,7 +479,7 @@ def ceiling_ratios(
     episodes, log-probs recorded with a graph) and ``ipd`` (``num_episodes`` episodes of 100
     steps, no grad, float64). For each: the median over ``rounds`` of the per-round ratio
     ``reference seconds / engine seconds`` (``ratio``; 1 = at the ceiling), its range, and both
-    medians as env steps per second.
+    medians as env steps per second (per CPU second on CPU; see :func:`_alternate`).
     """
     check_int("num_episodes", num_episodes)
     check_int("rounds", rounds)
