@@ -9,12 +9,14 @@ Bonferroni-corrected bound at family-wise level 1e-3 (seeded, so deterministic).
 from __future__ import annotations
 
 import math
+import platform
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from metagrad.app.backends import prepare_states, run_task
+from metagrad.app.backends import configure_allocator, prepare_states, run_task
 from metagrad.app.cli import main
 from metagrad.app.perf import (
     fitted_exponent,
@@ -418,6 +420,12 @@ def test_sweep_states_cells_carry_their_state_count_and_stay_out_of_the_default_
     row = tabular_suite.run_cell(small, cell)
     assert row.get("num_states") == 70 and row.cell_id == cell.key(small)
     assert math.isfinite(row.metrics.mse)
+
+
+def test_allocator_reuses_freed_memory_on_glibc():
+    """The CLI and its workers keep mid-sized freed blocks on the heap (glibc), elsewhere no-op."""
+    applied = configure_allocator()
+    assert applied == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
 def test_fitted_exponent_recovers_a_power_law():

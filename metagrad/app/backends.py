@@ -12,8 +12,10 @@ worker count or the completion order.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import multiprocessing
+import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -24,7 +26,15 @@ from metagrad.app.rows import ResultRow
 from metagrad.app.suite import Cell, install_run_state
 from metagrad.app.suites import get_suite
 
-__all__ = ["BACKENDS", "Task", "execute", "import_plugins", "prepare_states", "run_task"]
+__all__ = [
+    "BACKENDS",
+    "Task",
+    "configure_allocator",
+    "execute",
+    "import_plugins",
+    "prepare_states",
+    "run_task",
+]
 
 BACKENDS = ("local", "serial", "ray")
 
@@ -37,8 +47,34 @@ def import_plugins(plugins: tuple[str, ...]) -> None:
         importlib.import_module(module)
 
 
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def configure_allocator(mmap_threshold: int = 64 * 2**20, trim_threshold: int = 128 * 2**20) -> bool:
+    """Serve allocations below ``mmap_threshold`` bytes from the heap and keep up to
+    ``trim_threshold`` bytes of freed heap for reuse (glibc ``mallopt``; a no-op elsewhere).
+
+    By default glibc maps every allocation above 128 KiB afresh and unmaps it when freed, so each
+    temporary tensor of a rollout (a [100, 4096] float64 output is 3.2 MiB) costs page faults on
+    first touch: on this project's machines that made the IPD engine 3x and the tabular engine
+    1.5x slower than the same operations on reused memory. The CLI and every worker call this.
+    Returns whether the setting applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # pragma: no cover - not glibc
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    )
+
+
 def _init_worker(threads: int, plugins: tuple[str, ...]) -> None:
     torch.set_num_threads(threads)
+    configure_allocator()
     import_plugins(plugins)
 
 
@@ -155,4 +191,5 @@ def _ray_task(
     suite: str, config: Any, cell: Cell, device: str, plugins: tuple[str, ...], state: dict[Any, Any]
 ) -> ResultRow:
     torch.set_num_threads(1)
+    configure_allocator()
     return run_task(suite, config, cell, device, plugins, state)

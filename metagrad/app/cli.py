@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from metagrad.app import perf
+from metagrad.app.backends import configure_allocator
 from metagrad.app.check import check_against
 from metagrad.app.compare import COMPARISONS, get_comparison
 from metagrad.app.options import Option, collect_overrides
@@ -149,8 +150,9 @@ def _print_ceiling(episodes: int, rounds: int, device: str) -> dict[str, dict[st
     ratios = perf.ceiling_ratios(episodes, rounds=rounds, device=device)
     for job, r in ratios.items():
         print(
-            f"ceiling {job} (B={episodes}, {rounds} alternating rounds): engine / reference = "
-            f"{r['ratio']:.3f} (median; range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}); "
+            f"ceiling {job} (B={episodes}, {rounds} ABBA rounds, CPU time): engine / reference = "
+            f"{r['ratio']:.3f} (median; range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}; fastest rounds "
+            f"{r['ratio_of_fastest']:.3f}); "
             f"engine {r['engine_steps_per_s'] / 1e6:.2f} M, "
             f"reference {r['reference_steps_per_s'] / 1e6:.2f} M steps/s"
         )
@@ -435,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"metagrad: --import {module}: {exc}") from exc
     args = build_parser().parse_args(argv)
     _set_threads(args.threads)
+    configure_allocator()
     return args.func(args)
 
 

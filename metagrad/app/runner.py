@@ -105,7 +105,7 @@ def run_bench(
     own, workers_peak = peak_memory_mib()
     log(
         f"metagrad: peak resident memory {own:.0f} MiB in this process, "
-        f"{workers_peak:.0f} MiB in the largest worker"
+        f"{workers_peak:.0f} MiB in the largest child process (the pool's workers)"
     )
     return {(suite, config.preset): [stored[key] for key in keys] for suite, config, _, keys in listed}
 
