@@ -173,8 +173,8 @@ def _print_large_s(states: str, device: str) -> dict[str, object]:
     for cell in out["cells"]:  # type: ignore[union-attr]
         print(
             f"large S: lll loaded_dice cell, S={cell['num_states']}, A=5, 10 tasks x 20 repeats, n=32: "
-            f"{cell['cell_s']:.2f} s (drawing the tasks {cell['tasks_s']:.2f} s; peak RSS "
-            f"{cell['peak_rss_mib']:.0f} MiB)"
+            f"{cell['cell_s']:.2f} s wall, {cell['cell_cpu_s']:.2f} s CPU (drawing the tasks "
+            f"{cell['tasks_s']:.2f} s; peak RSS {cell['peak_rss_mib']:.0f} MiB)"
         )
     print(f"large S: fitted growth exponent of the cell time over S >= 100: {out['exponent']:.2f}")
     return out
