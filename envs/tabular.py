@@ -648,9 +648,13 @@ def rollout(
 ) -> Trajectory:
     """Sample ``num_episodes`` length-``H`` episodes of softmax(``logits``) in ``task``, batched.
 
-    One tensor operation per time step samples every episode of every policy: no Python loop
-    over episodes or policies. Log-probabilities are gathered once at the end, so they carry the
-    autograd graph of ``logits`` (to any order).
+    A few tensor operations per time step sample every episode of every policy: no Python loop
+    over episodes or policies. With many episodes per policy (``A S^2 <= B H``) one uniform draws
+    the pair ``(a_t, s_{t+1})`` from its joint law (alias tables over the ``A S`` pairs of each
+    state, built per call); otherwise the action, then the next state from the task's cached
+    transition sampler (:meth:`TabularTask.samplers`). Both draw exactly the policy's law.
+    Log-probabilities are gathered once at the end, so they carry the autograd graph of
+    ``logits`` (to any order).
 
     Args:
         task: the MDP, or a batch of N tasks (then the last policy-batch axis is the task axis:
