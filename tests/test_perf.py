@@ -48,9 +48,10 @@ def test_engines_reach_the_ceiling():
 
 def test_large_state_spaces_cost_at_most_quadratic_time():
     """One lll Loaded DiCE cell (10 tasks x 20 repeats, n = 32): <= 1 s at S = 500, <= 15 s at
-    S = 2000, fitted growth exponent <= 2 over S in 100..2000 (about 4 GiB at S = 2000)."""
+    S = 2000, fitted growth exponent <= 2 over S in 100..2000 (about 5 GiB at S = 2000). Timed in
+    CPU seconds of the process: a quiet machine's wall time, robust to other jobs."""
     out = large_s_timings((100, 200, 500, 1000, 2000))
-    seconds = {c["num_states"]: c["cell_s"] for c in out["cells"]}
+    seconds = {c["num_states"]: c["cell_cpu_s"] for c in out["cells"]}
     assert seconds[500] <= 1.0, seconds
     assert seconds[2000] <= 15.0, seconds
     assert out["exponent"] <= 2.0, (out["exponent"], seconds)

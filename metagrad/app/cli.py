@@ -176,7 +176,10 @@ def _print_large_s(states: str, device: str) -> dict[str, object]:
             f"{cell['cell_s']:.2f} s wall, {cell['cell_cpu_s']:.2f} s CPU (drawing the tasks "
             f"{cell['tasks_s']:.2f} s; peak RSS {cell['peak_rss_mib']:.0f} MiB)"
         )
-    print(f"large S: fitted growth exponent of the cell time over S >= 100: {out['exponent']:.2f}")
+    print(
+        f"large S: fitted growth exponent of the cell time over S >= 100: {out['exponent']:.2f} "
+        f"(CPU time; wall time {out['exponent_wall']:.2f})"
+    )
     return out
 
 

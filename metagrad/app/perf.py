@@ -562,13 +562,15 @@ def fitted_exponent(sizes: list[float], seconds: list[float]) -> float:
 def large_s_timings(
     states: tuple[int, ...] = (100, 200, 500, 1000, 2000), *, device: str = "cpu", **kwargs: object
 ) -> dict[str, object]:
-    """:func:`large_s_cell_time` at every S in ``states`` and the fitted growth exponent of the
-    cell time in S (over the sizes >= 100)."""
+    """:func:`large_s_cell_time` at every S in ``states`` and the fitted growth exponents of the
+    cell's CPU time (``exponent``; on CUDA its wall time) and wall time (``exponent_wall``) in S,
+    over the sizes >= 100."""
     rows = [large_s_cell_time(S, device=device, **kwargs) for S in states]  # type: ignore[arg-type]
     fit = [r for r in rows if r["num_states"] >= 100]
-    exponent = (
-        fitted_exponent([r["num_states"] for r in fit], [r["cell_s"] for r in fit])
-        if len(fit) >= 2
-        else math.nan
-    )
-    return {"cells": rows, "exponent": exponent}
+    sizes = [r["num_states"] for r in fit]
+
+    def exponent(key: str) -> float:
+        return fitted_exponent(sizes, [r[key] for r in fit]) if len(fit) >= 2 else math.nan
+
+    cpu_key = "cell_s" if str(device).startswith("cuda") else "cell_cpu_s"
+    return {"cells": rows, "exponent": exponent(cpu_key), "exponent_wall": exponent("cell_s")}
