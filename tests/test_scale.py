@@ -431,3 +431,5 @@ def test_allocator_reuses_freed_memory_on_glibc():
 def test_fitted_exponent_recovers_a_power_law():
     sizes = [100.0, 200.0, 500.0, 1000.0]
     assert fitted_exponent(sizes, [3e-6 * s**2 for s in sizes]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="sizes/seconds"):
+        fitted_exponent([100.0, 100.0], [1.0, 2.0])

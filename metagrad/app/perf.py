@@ -553,6 +553,10 @@ def large_s_cell_time(
 
 def fitted_exponent(sizes: list[float], seconds: list[float]) -> float:
     """Least-squares slope of ``log seconds`` against ``log sizes`` (the growth exponent)."""
+    if len(sizes) != len(seconds) or len(set(sizes)) < 2 or min(*sizes, *seconds) <= 0:
+        raise ValueError(
+            f"sizes/seconds: need matching positive values at two sizes or more, got {sizes} and {seconds}"
+        )
     x = torch.tensor(sizes, dtype=torch.float64).log()
     y = torch.tensor(seconds, dtype=torch.float64).log()
     xc = x - x.mean()
