@@ -36,7 +36,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from metagrad.envs.tabular import RENDER_FPS, TimeMajorBatch, cell_strip
+from metagrad.envs.tabular import RENDER_FPS, RowSampler, TimeMajorBatch, cell_strip
 from metagrad.validation import check_finite_tensor, check_int, check_real
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "ALWAYS_DEFECT",
     "DETERMINISTIC_LOGIT",
     "GAMES",
+    "IPD_BLOCK_STEPS",
     "NUM_LOGITS",
     "OUTCOMES",
     "STATE_SWAP",
@@ -56,6 +57,7 @@ __all__ = [
     "check_memory_one_logits",
     "get_game",
     "ipd_rollout",
+    "joint_outcome_probs",
     "memory_one_log_probs",
     "memory_one_logits",
     "per_step_average",
@@ -186,8 +188,44 @@ def memory_one_log_probs(theta: torch.Tensor, states: torch.Tensor, actions: tor
     g = int(math.prod(batch_shape))
     # [*G, 5, 2] table of log-probabilities, gathered once (one op over the whole batch)
     table = torch.nn.functional.logsigmoid(torch.stack([theta, -theta], dim=-1))
-    offset = (torch.arange(g, device=theta.device) * (2 * NUM_LOGITS)).reshape(batch_shape)
-    return table.reshape(-1)[offset + 2 * states + actions.long()]
+    index = (2 * states + actions).to(torch.int32)  # entry of the [5, 2] table (small-int arithmetic)
+    if g > 1:
+        index = index + (torch.arange(g, device=theta.device, dtype=torch.int32) * (2 * NUM_LOGITS)).reshape(
+            batch_shape
+        )
+    return table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)
+
+
+def joint_outcome_probs(theta1: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:
+    """Probabilities of the next joint outcome from every joint state, differentiable.
+
+    Args:
+        theta1, theta2: ``[*G, 5]`` logits (broadcast), each from its own side.
+    Returns:
+        ``Q [*G, 5, 4]``: ``Q[..., s, o]`` is the probability of outcome ``o`` (CC, CD, DC, DD,
+        agent 1's action first) from joint state ``s`` (agent 1's side; 0 = start). The agents
+        act independently, so ``Q`` is the product of their cooperation probabilities.
+    """
+    dtype = torch.promote_types(theta1.dtype, theta2.dtype)
+    p1 = torch.sigmoid(theta1.to(dtype))
+    p2 = torch.sigmoid(theta2.to(dtype)[..., list(STATE_SWAP)])  # agent 2 in agent 1's state order
+    p1, p2 = torch.broadcast_tensors(p1, p2)
+    return torch.stack([p1 * p2, p1 * (1 - p2), (1 - p1) * p2, (1 - p1) * (1 - p2)], dim=-1)
+
+
+# Outcomes drawn per uniform by ipd_rollout: one draw from the 4^k joint outcomes of k steps.
+IPD_BLOCK_STEPS = 3
+
+
+def _block_probs(Q: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[g, 5, 4^steps]``: the probability of each sequence of ``steps`` outcomes (the first in
+    the most significant base-4 digit) from each state, from one-step ``Q [g, 5, 4]``."""
+    out = Q
+    for _ in range(steps - 1):
+        # extend every sequence by one outcome from the state its last outcome leads to
+        last = torch.arange(out.shape[-1], device=Q.device) % 4
+        out = (out.unsqueeze(-1) * Q[:, 1 + last, :].unsqueeze(1)).flatten(-2)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,8 +317,11 @@ def ipd_rollout(
 ) -> IPDTrajectory:
     """Play ``num_episodes`` length-``horizon`` episodes of two memory-one policies, batched.
 
-    One tensor operation per time step plays every episode of every policy pair; log-probs are
-    gathered once at the end and carry the graphs of ``theta1`` and ``theta2`` (to any order).
+    Every episode of every policy pair advances together, :data:`IPD_BLOCK_STEPS` steps per
+    tensor operation: one uniform draws the next ``k`` joint outcomes at once from their exact
+    joint law (alias tables over the ``4^k`` outcome sequences from each state, built from the
+    product of both agents' cooperation probabilities). Log-probs are gathered once at the end
+    and carry the graphs of ``theta1`` and ``theta2`` (to any order).
 
     Args:
         theta1, theta2: ``[5]`` or ``[*G, 5]`` logits (broadcast to a common ``G``).
@@ -305,38 +346,47 @@ def ipd_rollout(
     theta1 = theta1.to(device=device, dtype=dtype).expand(*batch_shape, NUM_LOGITS)
     theta2 = theta2.to(device=device, dtype=dtype).expand(*batch_shape, NUM_LOGITS)
     g = int(math.prod(batch_shape))
-    swap = torch.tensor(STATE_SWAP, device=device)
+    steps = min(IPD_BLOCK_STEPS, H)
+    blocks = -(-H // steps)
 
     with torch.no_grad():
-        # cooperation probabilities of both agents indexed by agent 1's joint state: [2, g * 5]
-        coop = torch.stack(
-            [
-                torch.sigmoid(theta1.reshape(g, NUM_LOGITS)),
-                torch.sigmoid(theta2.reshape(g, NUM_LOGITS))[:, swap],
-            ]
-        ).reshape(2, g * NUM_LOGITS)
-        offset = torch.arange(g, device=device) * NUM_LOGITS  # [g]
-        u = torch.rand((H, 2, B, g), generator=generator, device=device, dtype=dtype)
-        weights = torch.tensor([2, 1], device=device).reshape(2, 1, 1)
-        states = torch.empty((H + 1, B, g), dtype=torch.long, device=device)
-        defects = torch.empty((H, 2, B, g), dtype=torch.long, device=device)
-        s = torch.zeros((B, g), dtype=torch.long, device=device)
-        states[0] = s
-        for t in range(H):
-            torch.ge(u[t], coop[:, offset + s], out=defects[t])  # [2, B, g]: 1 = defect
-            s = 1 + (defects[t] * weights).sum(0)
-            states[t + 1] = s
+        # one draw per block of `steps` steps from the exact joint law of their outcomes
+        # (float64 tables and uniforms whatever the logits' dtype)
+        Q = joint_outcome_probs(
+            theta1.detach().reshape(g, NUM_LOGITS), theta2.detach().reshape(g, NUM_LOGITS)
+        )
+        sampler = RowSampler.build(_block_probs(Q.double(), steps).reshape(g * NUM_LOGITS, -1), kind="alias")
+        # one draw per episode of every pair, flattened: entry b * g + pair
+        u = torch.rand((blocks, B * g), generator=generator, device=device, dtype=torch.float64)
+        base = (torch.arange(g, device=device) * NUM_LOGITS).repeat(B) if g > 1 else None
+        prepared = sampler.prepare(u, base)
+        codes = torch.empty((blocks, B * g), dtype=torch.long, device=device)
+        s = torch.zeros(B * g, dtype=torch.long, device=device)
+        for b, prepared_b in enumerate(zip(*prepared, strict=True)):
+            code = sampler.draw(prepared_b, ((s, 1),), out=codes[b])
+            s = torch.bitwise_and(code, 3).add_(1)  # the state after the block's last outcome
+        codes = codes.view(blocks, B, g)
+        # decode the blocks' outcomes (base-4 digits) with 16-bit arithmetic
+        small = torch.int16
+        shifts = torch.arange(2 * (steps - 1), -1, -2, device=device, dtype=small).reshape(1, steps, 1, 1)
+        outcome = torch.bitwise_and(codes.to(small).unsqueeze(1) >> shifts, 3).reshape(blocks * steps, B, g)[
+            :H
+        ]
+        states = torch.zeros((H + 1, B, g), dtype=small, device=device)
+        torch.add(outcome, 1, out=states[1:])
+        index = outcome.reshape(-1).to(torch.int32)
         payoffs = spec.payoffs(dtype, device)
-        outcome = states[1:] - 1
-        rewards1 = payoffs[0][outcome]
-        rewards2 = payoffs[1][outcome]
+        rewards1 = payoffs[0].index_select(0, index)
+        rewards2 = payoffs[1].index_select(0, index)
+        a1 = outcome >> 1
+        a2 = torch.bitwise_and(outcome, 1)
 
     shape = (H, B, *batch_shape)
     st = states[:-1].reshape(shape)
-    a1 = defects[:, 0].reshape(shape)
-    a2 = defects[:, 1].reshape(shape)
-    lp1 = memory_one_log_probs(theta1, st, a1)
-    lp2 = memory_one_log_probs(theta2[..., swap], st, a2)  # agent 2's logits in agent 1's state order
+    lp1 = memory_one_log_probs(theta1, st, a1.reshape(shape))
+    # agent 2's logits in agent 1's state order
+    lp2 = memory_one_log_probs(theta2[..., list(STATE_SWAP)], st, a2.reshape(shape))
+    st, a1, a2 = st.long(), a1.reshape(shape).long(), a2.reshape(shape).long()
     terminated, truncated = IPDTrajectory.horizon_flags(shape, device)
     return IPDTrajectory(
         states=st,
@@ -351,7 +401,7 @@ def ipd_rollout(
         discounts=torch.full(shape, gamma, dtype=dtype, device=device),
         terminated=terminated,
         truncated=truncated,
-        final_states=states[-1].reshape(B, *batch_shape),
+        final_states=states[-1].reshape(B, *batch_shape).long(),
     )
 
 

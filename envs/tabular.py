@@ -23,7 +23,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from metagrad.validation import check_int, check_real
 
 __all__ = [
+    "ALIAS_MAX_CATEGORIES",
     "DISTRIBUTION_KINDS",
+    "RowSampler",
     "TabularMDPEnv",
     "TabularMDPVectorEnv",
     "TabularTask",
@@ -144,18 +146,32 @@ class TabularTask:
         ]
 
     def tensors(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """``P``, ``R``, ``init`` and the sampling tables on ``device`` in ``dtype`` (cached)."""
-        key = (str(torch.device(device)), dtype)
+        """``P``, ``R``, ``init`` and its CDF ``init_cdf`` on ``device`` in ``dtype`` (cached; no copy
+        for float64 on CPU)."""
+        key = ("tensors", str(torch.device(device)), dtype)
         if key not in self._cache:
-            P = self.P.to(device=device, dtype=dtype)
-            S = self.num_states
+            init = self.init.to(device=device, dtype=dtype)
             self._cache[key] = {
-                "P": P,
+                "P": self.P.to(device=device, dtype=dtype),
                 "R": self.R.to(device=device, dtype=dtype),
-                "init": self.init.to(device=device, dtype=dtype),
-                "P_alias": alias_table(P.reshape(-1, S)),  # row (task * S + s) * A + a
-                "init_cdf": self.init.to(device=device, dtype=dtype).cumsum(-1),
+                "init": init,
+                "init_cdf": init.cumsum(-1),
             }
+        return self._cache[key]
+
+    def samplers(self, device: torch.device | str, dtype: torch.dtype) -> tuple[RowSampler, torch.Tensor]:
+        """The engine's tables (cached): a :class:`RowSampler` over the rows ``(task * S + s) * A + a``
+        of ``P`` and the start distribution's CDF ``[*N, S]``.
+
+        The sampler is built from the float64 ``P`` in one vectorised pass, O(S^2 A) per task up to
+        a log factor (alias tables for small S, cumulative sums for large S).
+        """
+        key = ("samplers", str(torch.device(device)), dtype)
+        if key not in self._cache:
+            self._cache[key] = (
+                RowSampler.build(self.P.to(device=device).reshape(-1, self.num_states), dtype=dtype),
+                self.tensors(device, dtype)["init_cdf"],
+            )
         return self._cache[key]
 
 
@@ -379,32 +395,54 @@ def sample_categorical(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (u.unsqueeze(-1) >= cdf).sum(-1).clamp_(max=k - 1)
 
 
-def alias_table(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Walker alias tables for a batch of categorical distributions (built with K-1 batched steps).
+def _shift_right(x: torch.Tensor, fill: float | int) -> torch.Tensor:
+    """``x[..., :-1]`` moved one place right along the last axis, ``fill`` in front."""
+    return torch.cat([torch.full_like(x[..., :1], fill), x[..., :-1]], dim=-1)
 
-    Each step pairs the smallest unfinished scaled probability ``q_i = K p_i <= 1`` of every row
-    with the row's largest ``q_j >= 1``: bucket ``i`` keeps ``q_i`` for itself and sends the rest
-    to ``j`` (``q_j -= 1 - q_i``). Sampling then costs O(1) per draw (:func:`sample_alias`).
+
+def _shift_left(x: torch.Tensor, fill: float | int) -> torch.Tensor:
+    """``x[..., 1:]`` moved one place left along the last axis, ``fill`` at the end."""
+    return torch.cat([x[..., 1:], torch.full_like(x[..., :1], fill)], dim=-1)
+
+
+def alias_table(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walker alias tables for a batch of categorical distributions, built in one vectorised pass.
+
+    With scaled probabilities ``q_i = K p_i``, items with ``q < 1`` are *light* (bucket ``i``
+    keeps ``q_i`` and needs ``1 - q_i`` from an alias) and the others *heavy* (``q_j - 1`` to
+    give away). Lay the lights' deficits end to end on a line (light ``i`` covers
+    ``[D_{i-1}, D_i)``, ``D`` their running sum in index order) and the heavies' excesses likewise
+    (heavy ``j`` covers ``[E_{j-1}, E_j)``). Light ``i`` takes its whole deficit from the heavy
+    whose excess covers ``D_{i-1}``; a heavy whose last light runs past ``E_j`` pays the rest
+    ``D_i - E_j < 1`` out of its own bucket, which the next heavy fills (the sequential sweep of
+    Vose's method, with the pairing read off prefix sums: two ``searchsorted`` merges and no loop
+    over K). Every bucket then holds at most two items, so a draw costs O(1)
+    (:func:`sample_alias`, :class:`RowSampler`); building costs O(K log K) per row.
 
     Args:
         probs: ``[..., K]`` probabilities (rows sum to 1).
     Returns:
-        ``(threshold [..., K], alias long [..., K])``.
+        ``(threshold [..., K], alias long [..., K])``: bucket ``j`` returns ``j`` with probability
+        ``threshold_j``, else ``alias_j``.
     """
     k = probs.shape[-1]
-    q = (probs * k).reshape(-1, k).clone()
-    rows = torch.arange(q.shape[0], device=q.device)
-    threshold = torch.ones_like(q)
-    alias = torch.arange(k, device=q.device).expand_as(q).clone()
-    done = torch.zeros_like(q, dtype=torch.bool)
-    for _ in range(k - 1):
-        i = torch.where(done, torch.full_like(q, math.inf), q).argmin(-1)
-        j = torch.where(done, torch.full_like(q, -math.inf), q).argmax(-1)
-        qi = q[rows, i].clamp(max=1.0)
-        threshold[rows, i] = qi
-        alias[rows, i] = j
-        q[rows, j] -= 1.0 - qi
-        done[rows, i] = True
+    q = (probs * k).reshape(-1, k)
+    index = torch.arange(k, device=q.device).expand_as(q)
+    heavy = q >= 1.0
+    heavy.scatter_(1, q.argmax(1, keepdim=True), True)  # round-off can leave a row without a heavy
+    end = (1.0 - q).masked_fill_(heavy, 0.0).cumsum(1)  # D: end of each light's deficit (flat at heavies)
+    start = _shift_right(end, 0.0)  # D_{i-1}: the same floats as the previous end
+    filled = (q - 1.0).clamp_min_(0.0).masked_fill_(~heavy, 0.0).cumsum(1)  # E: end of each heavy's excess
+    last_heavy = index.masked_fill(~heavy, -1).amax(1, keepdim=True)
+    donor = torch.minimum(torch.searchsorted(filled, start, right=True), last_heavy)
+    cut = torch.searchsorted(end, filled, right=True).clamp_(max=k - 1)  # first light ending past E_j
+    cut_end = end.gather(1, cut)
+    straddles = (start.gather(1, cut) < filled) & (cut_end > filled)
+    overdraft = (cut_end - filled).masked_fill_(~straddles, 0.0)
+    next_heavy = _shift_left(index.masked_fill(~heavy, k).flip(1).cummin(1).values.flip(1), k)
+    threshold = torch.where(heavy, 1.0 - overdraft, q).clamp_(0.0, 1.0)
+    alias = torch.where(heavy, torch.where(next_heavy < k, next_heavy, index), donor)
+    alias = torch.where(threshold >= 1.0, index, alias)
     return threshold.reshape(probs.shape), alias.reshape(probs.shape)
 
 
@@ -421,11 +459,116 @@ def sample_alias(
         long ``[...]`` category per draw: ``j = floor(K u)`` is kept when the fractional part
         of ``K u`` is below ``threshold[row, j]``, else ``alias[row, j]`` is returned.
     """
-    k = threshold.shape[-1]
-    x = u * k
-    j = x.long().clamp_(max=k - 1)
-    flat = row * k + j
-    return torch.where(x - j < threshold.reshape(-1)[flat], j, alias.reshape(-1)[flat])
+    return RowSampler.from_alias(threshold, alias).sample(row, u)
+
+
+# Rows of up to this many categories are sampled with alias tables (O(1) draws, O(K log K) build
+# per row); longer rows by binary search on their cumulative sums (O(log K) draws, O(K) build):
+# large state spaces are dominated by preparing the tables, small ones by drawing.
+ALIAS_MAX_CATEGORIES = 64
+
+
+@dataclass(frozen=True, eq=False)
+class RowSampler:
+    """Exact draws from the rows of a table of categorical distributions ``probs [N, K]``.
+
+    Two samplers of the same distribution, chosen by ``K`` (:data:`ALIAS_MAX_CATEGORIES`):
+
+    * ``"alias"``: Walker alias tables (:func:`alias_table`); a draw is ``j = floor(K u)`` and one
+      comparison of the fractional part of ``K u`` with ``threshold[row, j]``;
+    * ``"search"``: binary search for the first entry of the row's normalised cumulative sum above
+      ``u`` (``1 + floor(log2 K)`` gathers per draw, the first step uneven so that every probe
+      stays inside the row); building it is one cumulative sum.
+
+    Tables are stored flat (``[N * K]``) so every draw gathers with ``index_select``. Build with
+    :meth:`build`; draw with :meth:`sample`, or in a loop with :meth:`prepare` once for all the
+    uniforms and :meth:`draw` per step (what the batched engines do).
+    """
+
+    kind: str
+    num_categories: int
+    table: torch.Tensor  # alias thresholds, or the cumulative distribution (flat [N * K])
+    alias: torch.Tensor | None = None  # long [N * K] (alias kind)
+
+    @classmethod
+    def build(
+        cls, probs: torch.Tensor, dtype: torch.dtype | None = None, kind: str | None = None
+    ) -> RowSampler:
+        """Tables for the rows of ``probs [N, K]``, stored in ``dtype`` (default ``probs.dtype``;
+        build from float64 probabilities for float64-exact tables)."""
+        k = int(probs.shape[-1])
+        kind = kind or ("alias" if k <= ALIAS_MAX_CATEGORIES else "search")
+        dtype = dtype or probs.dtype
+        if kind == "alias":
+            return cls.from_alias(*alias_table(probs.reshape(-1, k)), dtype=dtype)
+        if kind != "search":
+            raise ValueError(f"kind: expected 'alias' or 'search', got {kind!r}")
+        cdf = probs.reshape(-1, k).cumsum(1)
+        cdf = cdf.div_(cdf[:, -1:].clone()).clamp_(max=1.0)  # trailing zero-probability entries read 1
+        return cls("search", k, cdf.to(dtype).reshape(-1))
+
+    @classmethod
+    def from_alias(
+        cls, threshold: torch.Tensor, alias: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> RowSampler:
+        """Wrap alias tables ``[N, K]`` from :func:`alias_table`."""
+        k = int(threshold.shape[-1])
+        return cls("alias", k, threshold.to(dtype or threshold.dtype).reshape(-1), alias.reshape(-1))
+
+    def prepare(
+        self, u: torch.Tensor, base: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The per-draw constants of uniforms ``u [..., D]`` for rows ``base + ...`` (``base``, long
+        ``[D]``, default 0): computed once for a whole rollout; ``D`` draws per step."""
+        k = self.num_categories
+        if self.kind == "alias":
+            x = u * k
+            j = x.floor().clamp_(max=k - 1)
+            frac = x.sub_(j)
+            j = j.long()
+            return j, j if base is None else j + base * k, frac
+        offset = torch.full_like(u, -1, dtype=torch.long) if base is None else (base * k - 1).expand_as(u)
+        return u, offset, u
+
+    def draw(
+        self,
+        prepared: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        terms: tuple[tuple[torch.Tensor, int], ...],
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One step's draws (long ``[D]``) for rows ``base + sum(x * stride for x, stride in
+        terms)`` (``prepared``: one step of :meth:`prepare`'s constants), written to ``out``."""
+        k = self.num_categories
+        first, flat, last = prepared
+        for x, stride in terms:
+            flat = torch.add(flat, x, alpha=stride * k)
+        if self.kind == "alias":
+            keep = last < self.table.index_select(0, flat)
+            other = self.alias.index_select(0, flat)  # type: ignore[union-attr]
+            return (
+                torch.where(keep, first, other, out=out)
+                if out is not None
+                else torch.where(keep, first, other)
+            )
+        # "search": ``position`` walks to the last entry <= u of the row (``flat`` is the entry
+        # before the row's first; the last entry, 1, exceeds every u), the draw is the entry after
+        # it. With p the largest power of two <= K, the first probe (entry p - 1) leaves p - 1
+        # or K - p entries, then steps p / 2, ..., 1: every probe stays in the row.
+        if k == 1:
+            return torch.zeros_like(flat) if out is None else out.zero_()
+        step = 1 << (k.bit_length() - 1)
+        below = self.table.index_select(0, flat + step) <= first
+        position = torch.where(below, flat + (k - step), flat)
+        while step > 1:
+            step //= 2
+            candidate = position + step
+            below = self.table.index_select(0, candidate) <= first
+            position = torch.where(below, candidate, position)
+        return torch.sub(position, flat, out=out) if out is not None else position - flat
+
+    def sample(self, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One draw per entry of ``row`` (long ``[...]``) with uniforms ``u`` (same shape)."""
+        return self.draw(self.prepare(u.reshape(-1)), ((row.reshape(-1), 1),)).view(row.shape)
 
 
 def tabular_gather(table: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -437,11 +580,19 @@ def tabular_gather(table: torch.Tensor, states: torch.Tensor, actions: torch.Ten
     Returns:
         ``[T, B, *G]``.
     """
+    return _gather_entries(table, states * table.shape[-1] + actions)
+
+
+def _gather_entries(table: torch.Tensor, state_action: torch.Tensor) -> torch.Tensor:
+    """``table[g].flatten()[state_action]`` for a batch of tables ``[*G, S, A]`` and entries
+    ``s A + a`` ``[T, B, *G]`` (one ``index_select``; keeps the graph of ``table``)."""
     batch_shape = table.shape[:-2]
     S, A = table.shape[-2:]
     g = int(math.prod(batch_shape))
-    offset = (torch.arange(g, device=table.device) * (S * A)).reshape(batch_shape)
-    return table.reshape(-1)[offset + states * A + actions]
+    index = state_action
+    if g > 1:
+        index = index + (torch.arange(g, device=table.device) * (S * A)).reshape(batch_shape)
+    return table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def policy_log_probs(logits: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -498,9 +649,13 @@ def rollout(
 ) -> Trajectory:
     """Sample ``num_episodes`` length-``H`` episodes of softmax(``logits``) in ``task``, batched.
 
-    One tensor operation per time step samples every episode of every policy: no Python loop
-    over episodes or policies. Log-probabilities are gathered once at the end, so they carry the
-    autograd graph of ``logits`` (to any order).
+    A few tensor operations per time step sample every episode of every policy: no Python loop
+    over episodes or policies. With many episodes per policy (``A S^2 <= B H``) one uniform draws
+    the pair ``(a_t, s_{t+1})`` from its joint law (alias tables over the ``A S`` pairs of each
+    state, built per call); otherwise the action, then the next state from the task's cached
+    transition sampler (:meth:`TabularTask.samplers`). Both draw exactly the policy's law.
+    Log-probabilities are gathered once at the end, so they carry the autograd graph of
+    ``logits`` (to any order).
 
     Args:
         task: the MDP, or a batch of N tasks (then the last policy-batch axis is the task axis:
@@ -518,47 +673,99 @@ def rollout(
     device = torch.device(device) if device is not None else logits.device
     logits = expand_to_tasks(task, logits.to(device))
     dtype = logits.dtype
-    tables = task.tensors(device, dtype)
     S, A, H = task.num_states, task.num_actions, task.horizon
     batch_shape = tuple(logits.shape[:-2])
     g = int(math.prod(batch_shape))
     B = int(num_episodes)
 
     with torch.no_grad():
-        pi_threshold, pi_alias = alias_table(torch.softmax(logits.detach().reshape(g * S, A), -1))
-        P_threshold, P_alias = tables["P_alias"]
-        offset = torch.arange(g, device=device) * S  # [g]: row of state 0 of each policy
-        # task of each policy column (the last batch axis for a task batch; 0 for one task)
-        task_row = (torch.arange(g, device=device) % task.num_tasks) * S  # [g]
-        # all uniforms at once: [H + 1, 2, B, g] (the initial state uses index H)
-        u = torch.rand((H + 1, 2, B, g), generator=generator, device=device, dtype=dtype)
-        states = torch.empty((H, B, g), dtype=torch.long, device=device)
-        actions = torch.empty((H, B, g), dtype=torch.long, device=device)
-        init_cdf = tables["init_cdf"].reshape(-1, S)[task_row // S]  # [g, S]
-        s = sample_categorical(init_cdf, u[H, 0])
-        for t in range(H):
-            a = sample_alias(pi_threshold, pi_alias, offset + s, u[t, 0])
-            states[t] = s
-            actions[t] = a
-            s = sample_alias(P_threshold, P_alias, (task_row + s) * A + a, u[t, 1])
-        rewards = tables["R"].reshape(-1)[(task_row + states) * A + actions]
+        column = torch.arange(g, device=device)
+        task_of = column % task.num_tasks  # task of each policy column (the last batch axis)
+        # one row per step of every episode of every policy, flattened: entry b * g + column
+        states = torch.empty((H + 1, B * g), dtype=torch.long, device=device)  # row H: s_H
+        play = _play_joint if A * S * S <= B * H else _play_separate  # joint: table <= draws
+        actions = play(task, logits.detach().reshape(g, S, A), task_of, states, generator).view(H, B, g)
+        states = states.view(H + 1, B, g)
+        state_action = states[:H] * A + actions  # s_t A + a_t
+        entry = state_action + task_of * (S * A) if task.num_tasks > 1 else state_action
+        rewards = task.tensors(device, dtype)["R"].reshape(-1).index_select(0, entry.reshape(-1))
+        final_states = states[H].reshape(B, *batch_shape)
 
     shape = (H, B, *batch_shape)
-    states = states.reshape(shape)
-    actions = actions.reshape(shape)
-    log_probs = policy_log_probs(logits, states, actions)
+    log_probs = _gather_entries(torch.log_softmax(logits, -1), state_action.view(shape))
     terminated, truncated = Trajectory.horizon_flags(shape, device)
     return Trajectory(
-        states=states,
-        actions=actions,
+        states=states[:H].reshape(shape),
+        actions=actions.reshape(shape),
         rewards=rewards.reshape(shape),
         log_probs=log_probs,
         behaviour_log_probs=log_probs.detach(),
         discounts=torch.full(shape, task.gamma, dtype=dtype, device=device),
         terminated=terminated,
         truncated=truncated,
-        final_states=s.reshape(B, *batch_shape),
+        final_states=final_states,
     )
+
+
+def _play_joint(
+    task: TabularTask, logits: torch.Tensor, task_of: torch.Tensor, states: torch.Tensor, generator
+) -> torch.Tensor:
+    """Fill ``states [H + 1, B g]`` drawing ``(a_t, s_{t+1})`` at once from their joint law
+    ``pi(a | s_t) P(s' | s_t, a)`` (alias tables over the ``A S`` pairs of every policy and state,
+    float64 tables and uniforms); returns the actions ``[H, B g]``."""
+    S, A, H = task.num_states, task.num_actions, task.horizon
+    g = logits.shape[0]
+    D = states.shape[1]
+    device = logits.device
+    tables = task.tensors(device, torch.float64)
+    P = tables["P"].reshape(-1, S, A, S)
+    if task.num_tasks > 1:
+        P = P.index_select(0, task_of)
+    pi = torch.softmax(logits.double(), -1)  # [g, S, A]
+    sampler = RowSampler.build((pi.unsqueeze(-1) * P).reshape(g * S, A * S), kind="alias")
+    u = torch.rand((H + 1, D), generator=generator, device=device, dtype=torch.float64)
+    init_cdf = tables["init_cdf"].reshape(-1, S).index_select(0, task_of)  # [g, S]
+    states[0] = sample_categorical(init_cdf, u[H].view(-1, g)).view(-1)
+    codes = torch.empty((H, D), dtype=torch.long, device=device)  # a_t S + s_{t+1}
+    pair = torch.arange(A * S, device=device)
+    next_state, action = pair % S, pair // S  # decoded by lookup (no integer division per step)
+    base = (torch.arange(g, device=device) * S).repeat(D // g) if g > 1 else None
+    prepared = sampler.prepare(u[:H], base)
+    for t, prepared_t in enumerate(zip(*prepared, strict=True)):
+        code = sampler.draw(prepared_t, ((states[t], 1),), out=codes[t])
+        torch.index_select(next_state, 0, code, out=states[t + 1])
+    return action.index_select(0, codes.view(-1)).view(H, D)
+
+
+def _play_separate(
+    task: TabularTask, logits: torch.Tensor, task_of: torch.Tensor, states: torch.Tensor, generator
+) -> torch.Tensor:
+    """Fill ``states [H + 1, B g]`` drawing the action, then the next state (the task's cached
+    transition sampler); returns the actions ``[H, B g]``."""
+    S, A, H = task.num_states, task.num_actions, task.horizon
+    g = logits.shape[0]
+    D = states.shape[1]
+    device, dtype = logits.device, logits.dtype
+    transitions, init_cdf = task.samplers(device, dtype)
+    # alias tables pay off when the episodes draw more often than the table has entries
+    kind = "alias" if A <= ALIAS_MAX_CATEGORIES and S * A <= (D // g) * H else "search"
+    policy = RowSampler.build(torch.softmax(logits.reshape(g * S, A), -1), kind=kind)
+    # every uniform at once: [H + 1, 2, B g] (the initial state uses index H)
+    u = torch.rand((H + 1, 2, D), generator=generator, device=device, dtype=dtype)
+    actions = torch.empty((H, D), dtype=torch.long, device=device)
+    states[0] = sample_categorical(
+        init_cdf.reshape(-1, S).index_select(0, task_of), u[H, 0].view(-1, g)
+    ).view(-1)
+    # draw constants for all steps; the rows are policy (column * S + s) and transition
+    # ((task * S + s) * A + a), so each step adds only the state and action terms
+    column = torch.arange(g, device=device).repeat(D // g)
+    pick = policy.prepare(u[:H, 0], column * S if g > 1 else None)
+    move = transitions.prepare(u[:H, 1], (column % task.num_tasks) * (S * A) if task.num_tasks > 1 else None)
+    for t, (pick_t, move_t) in enumerate(zip(zip(*pick, strict=True), zip(*move, strict=True), strict=True)):
+        s = states[t]
+        a = policy.draw(pick_t, ((s, 1),), out=actions[t])
+        transitions.draw(move_t, ((s, A), (a, 1)), out=states[t + 1])
+    return actions
 
 
 def _task_from_kwargs(task: TabularTask | None, seed: int | None, task_kwargs: dict) -> TabularTask:
@@ -673,6 +880,7 @@ class TabularMDPVectorEnv(VectorEnv):
         self.observation_space = spaces.MultiDiscrete(np.full(self.num_envs, self.task.num_states))
         self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, self.task.num_actions))
         self._tables = self.task.tensors(self.device, torch.float64)
+        self._sampler, self._init_cdf = self.task.samplers(self.device, torch.float64)
         self._generator = torch.Generator(device=self.device)
         self._generator.seed()
         self._states = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
@@ -681,7 +889,7 @@ class TabularMDPVectorEnv(VectorEnv):
 
     def _sample_init(self, n: int) -> torch.Tensor:
         u = torch.rand(n, generator=self._generator, device=self.device, dtype=torch.float64)
-        return sample_categorical(self._tables["init_cdf"], u)
+        return sample_categorical(self._init_cdf, u)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -701,7 +909,7 @@ class TabularMDPVectorEnv(VectorEnv):
         A = self.task.num_actions
         u = torch.rand(self.num_envs, generator=self._generator, device=self.device, dtype=torch.float64)
         rewards = self._tables["R"][self._states, a]
-        next_states = sample_alias(*self._tables["P_alias"], self._states * A + a, u)
+        next_states = self._sampler.sample(self._states * A + a, u)
         self._t += 1
         # NEXT_STEP autoreset: sub-environments that truncated last step restart now.
         reset_mask = self._needs_reset

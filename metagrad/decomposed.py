@@ -62,6 +62,7 @@ __all__ = [
     "Staged",
     "StagedSpec",
     "concat_episodes",
+    "critic_index",
     "critic_values",
     "detached_leaf",
     "episodes_per_estimate",
@@ -433,24 +434,30 @@ def critic_values(
     Returns:
         ``(values [T, B, *G], bootstrap_value [B, *G])``.
     """
+    index, boot_index = critic_index(table.shape, states, final_states, objective)
+    flat = table.reshape(-1)
+    return flat[index], flat[boot_index]
+
+
+def critic_index(
+    table_shape: tuple[int, ...], states: torch.Tensor, final_states: torch.Tensor, objective: Objective
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions in a flattened :func:`critic_values` table of the entries read along trajectories:
+    ``(index [T, B, *G], bootstrap_index [B, *G])`` (row ``index // S`` of the table viewed as
+    ``[-1, S]`` is the policy and, for the finite objective, the time step)."""
     T, B = states.shape[:2]
     batch_shape = states.shape[2:]
     flat_states = states.reshape(T, B, -1)
     flat_finals = final_states.reshape(B, -1)
+    S = table_shape[-1]
+    steps = table_shape[-2] if objective == "finite" else 1
+    base = torch.arange(flat_states.shape[-1], device=states.device) * (steps * S)
     if objective == "finite":
-        H1, S = table.shape[-2:]
-        flat = table.reshape(-1, H1, S)
-        base = torch.arange(flat.shape[0], device=table.device) * (H1 * S)
-        time = torch.arange(T, device=table.device).reshape(T, 1, 1)
-        values = flat.reshape(-1)[base + time * S + flat_states]
-        boot = flat.reshape(-1)[base + T * S + flat_finals]
+        time = torch.arange(T, device=states.device).reshape(T, 1, 1) * S
+        index, boot = base + time + flat_states, base + T * S + flat_finals
     else:
-        S = table.shape[-1]
-        flat = table.reshape(-1, S)
-        base = torch.arange(flat.shape[0], device=table.device) * S
-        values = flat.reshape(-1)[base + flat_states]
-        boot = flat.reshape(-1)[base + flat_finals]
-    return values.reshape(T, B, *batch_shape), boot.reshape(B, *batch_shape)
+        index, boot = base + flat_states, base + flat_finals
+    return index.reshape(T, B, *batch_shape), boot.reshape(B, *batch_shape)
 
 
 class _Sampler:
@@ -466,6 +473,7 @@ class _Sampler:
     ) -> None:
         self.task, self.spec, self.repeats, self.generator, self.eta = task, spec, repeats, generator, eta
         self.replays: dict[str, Trajectory] = {}
+        self._values: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
 
     def reward_table(self, role: StageRole) -> torch.Tensor | None:
         """``R + eta`` for the inner loop of LIRPG, else ``None`` (the task's own ``R``)."""
@@ -473,21 +481,61 @@ class _Sampler:
             return None
         return self.task.R.to(self.eta) + self.eta
 
-    def critic_table(self, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
+    def critic(
+        self, theta: torch.Tensor, role: StageRole, states: torch.Tensor, final_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Critic values ``[T, B, R, ...]`` along trajectories and their bootstrap ``[B, R, ...]``.
+
+        ``noisy_exact``: ``V_exact + noise * N(0, 1) * ||V_exact|| / |S|`` with one fresh normal
+        per table entry ``(repeat, step, state)`` that the trajectories read, shared by the
+        visits to that entry: the same law as noising the whole table, without drawing the
+        entries no episode visits.
+        """
         spec = self.spec.critic
         theta = stop_gradient(theta)
-        reward = self.reward_table(role)
-        reward = None if reward is None else stop_gradient(reward)
         if spec.kind == "learned":
-            return self._learned_critic(theta, role)
-        exact = tabular_values(self.task, theta, self.spec.objective, reward=reward)
+            return critic_values(self._learned_critic(theta, role), states, final_states, self.spec.objective)
+        reward = self.reward_table(role)
+        exact = self.exact_values(theta, None if reward is None else stop_gradient(reward))
         if spec.kind == "zero":
-            return torch.zeros_like(exact)
-        if spec.noise == 0:
-            return exact
-        noise = torch.randn(exact.shape, generator=self.generator, device=exact.device, dtype=exact.dtype)
-        scale = exact.norm(dim=-1, keepdim=True) / self.task.num_states
-        return exact + spec.noise * noise * scale
+            exact = torch.zeros_like(exact)
+        index, boot_index = critic_index(exact.shape, states, final_states, self.spec.objective)
+        flat = exact.reshape(-1)
+        read = torch.cat([index.reshape(-1), boot_index.reshape(-1)])
+        values = flat[read]
+        if spec.kind == "noisy_exact" and spec.noise > 0:
+            S = self.task.num_states
+            scale = exact.norm(dim=-1).reshape(-1) / S  # per table row (policy, step)
+            entries, which = torch.unique(read, return_inverse=True)
+            normal = torch.randn(
+                entries.shape, generator=self.generator, device=flat.device, dtype=flat.dtype
+            )
+            values = values + spec.noise * normal[which] * scale[read // S]
+        return values[: index.numel()].view(index.shape), values[index.numel() :].view(boot_index.shape)
+
+    def exact_values(self, theta: torch.Tensor, reward: torch.Tensor | None) -> torch.Tensor:
+        """Exact value tables of the policies ``theta [R, *N, S, A]`` (no graph), computed once
+        per distinct input: repeats that share their parameters (every repeat before its first
+        sampled update) share one solve, and consecutive stages at the same parameters (the inner
+        and Hessian stages of a step) reuse the last tables."""
+        if self._values is not None:
+            last_theta, last_reward, last = self._values
+            if torch.equal(last_theta, theta) and (
+                (reward is None and last_reward is None)
+                or (reward is not None and last_reward is not None and torch.equal(last_reward, reward))
+            ):
+                return last
+        first, first_reward = theta[:1], None if reward is None else reward[:1]
+        shared = torch.equal(theta, first.expand_as(theta)) and (
+            reward is None or torch.equal(reward, first_reward.expand_as(reward))
+        )
+        if shared:
+            one = tabular_values(self.task, first, self.spec.objective, reward=first_reward)
+            values = one.expand(theta.shape[0], *one.shape[1:])
+        else:
+            values = tabular_values(self.task, theta, self.spec.objective, reward=reward)
+        self._values = (theta, reward, values)
+        return values
 
     def _learned_critic(self, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
         """Tabular Monte Carlo fit of the value from independent episodes (0 where unvisited)."""
@@ -522,8 +570,7 @@ class _Sampler:
             finals = torch.cat([finals, replay.final_states], dim=0)
         values = bootstrap = None
         if info.uses_critic and self.spec.critic.kind != "zero":
-            table = self.critic_table(theta, role)
-            values, bootstrap = critic_values(table, states, finals, self.spec.objective)
+            values, bootstrap = self.critic(theta, role, states, finals)
         surrogate = info.fn(
             log_probs,
             rewards,

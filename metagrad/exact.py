@@ -21,12 +21,19 @@ Markov chain with start distribution ``q0`` and transitions ``M``; agent i's val
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 
-from metagrad.envs.ipd import STATE_SWAP, MatrixGame, check_gamma, check_memory_one_logits, get_game
+from metagrad.envs.ipd import (
+    MatrixGame,
+    check_gamma,
+    check_memory_one_logits,
+    get_game,
+    joint_outcome_probs,
+)
 from metagrad.envs.tabular import TabularTask, check_logits, expand_to_tasks
 from metagrad.validation import check_finite_tensor, check_int, check_real
 
@@ -79,9 +86,88 @@ def policy_model(
     if reward is not None:
         check_finite_tensor("reward", reward)
     pi = torch.softmax(logits, -1)
-    P = task.P.to(device=logits.device, dtype=logits.dtype)
-    R = task.R.to(device=logits.device, dtype=logits.dtype) if reward is None else reward
-    return torch.einsum("...sa,...sat->...st", pi, P), (pi * R).sum(-1)
+    tables = task.tensors(logits.device, logits.dtype)
+    R = tables["R"] if reward is None else reward
+    return torch.einsum("...sa,...sat->...st", pi, tables["P"]), (pi * R).sum(-1)
+
+
+def _broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of ``shapes`` (plain Python: torch.broadcast_shapes takes a slow path, with a
+    first-call import, when one of them is empty)."""
+    out: list[int] = []
+    for shape in shapes:
+        shape = tuple(shape)
+        pad = len(shape) - len(out)
+        out = [1] * pad + out if pad > 0 else out
+        for i, n in enumerate(shape, start=len(out) - len(shape)):
+            if out[i] == 1:
+                out[i] = n
+            elif n not in (1, out[i]):
+                raise ValueError(f"shapes {shapes} do not broadcast")
+    return tuple(out)
+
+
+class _LinearRecursion(torch.autograd.Function):
+    """``x_0 = b_0``, ``x_k = b_k + gamma M x_{k-1}`` (``M [*G, S, S]``, ``b [*G, T, S]``), with its
+    adjoint written out and differentiable to any order.
+
+    The adjoint is the same recursion run backwards with ``M^T``: ``mu_{T-1} = g_{T-1}``,
+    ``mu_k = g_k + gamma M^T mu_{k+1}``; then ``dL/db = mu`` and
+    ``dL/dM = gamma sum_k mu_k x_{k-1}^T``, one ``[S, T] x [T, S]`` product. Plain autograd of the
+    loop would accumulate ``dL/dM`` as T rank-one ``[S, S]`` updates (2T passes over an
+    ``S x S`` matrix), and again at every higher order; here every order costs T
+    matrix-vector products and one matrix product.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, M: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
+        xs = [b[..., 0, :]]
+        for k in range(1, b.shape[-2]):
+            xs.append(b[..., k, :] + gamma * (M @ xs[-1].unsqueeze(-1)).squeeze(-1))
+        x = torch.stack(xs, dim=-2)
+        ctx.save_for_backward(M, x)
+        ctx.gamma = gamma
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        M, x = ctx.saved_tensors
+        mu = _LinearRecursion.apply(M.transpose(-1, -2), grad.flip(-2), ctx.gamma).flip(-2)
+        grad_M = ctx.gamma * mu[..., 1:, :].transpose(-1, -2) @ x[..., :-1, :]
+        return grad_M, mu, None
+
+
+def _values_from_model(P_pi: torch.Tensor, r_pi: torch.Tensor, gamma: float, horizon: int) -> torch.Tensor:
+    """Finite-horizon values ``[*G, H + 1, S]`` of a Markov reward process: ``V_H = 0``,
+    ``V_t = r_pi + gamma P_pi V_{t+1}`` (:class:`_LinearRecursion` over ``k = H - 1 - t``)."""
+    P_pi, r_pi = torch.broadcast_tensors(P_pi, r_pi.unsqueeze(-1))
+    r_pi = r_pi[..., 0]
+    x = _LinearRecursion.apply(
+        P_pi, r_pi.unsqueeze(-2).expand(*r_pi.shape[:-1], horizon, r_pi.shape[-1]), gamma
+    )
+    return torch.cat([x.flip(-2), torch.zeros_like(r_pi).unsqueeze(-2)], dim=-2)
+
+
+def _finite_values_by_actions(
+    task: TabularTask, pi: torch.Tensor, r_pi: torch.Tensor, batch: tuple[int, ...]
+) -> torch.Tensor:
+    """Finite-horizon values ``[*batch, H + 1, S]`` by
+    ``V_t(s) = r_pi(s) + gamma sum_a pi(a|s) P[s, a] . V_{t+1}``.
+
+    The policies that share a task are stacked into one matrix product per step with the
+    task's ``[S, S A]`` transition table (no ``[S, S]`` matrix per policy is formed): the cheaper
+    order for many policies per task on large S (the critic of a cell's R repeats).
+    """
+    S, A, H, N = task.num_states, task.num_actions, task.horizon, task.num_tasks
+    pi = pi.expand(*batch, S, A).reshape(-1, N, S, A).transpose(0, 1)  # [N, M, S, A]
+    r_pi = r_pi.expand(*batch, S).reshape(-1, N, S).transpose(0, 1)  # [N, M, S]
+    P_t = task.tensors(pi.device, pi.dtype)["P"].reshape(N, S * A, S).transpose(-1, -2)  # [N, S, S A]
+    values = [torch.zeros_like(r_pi), r_pi]  # V_H = 0, V_{H-1} = r_pi
+    for _ in range(H - 1):
+        expected_next = (values[-1] @ P_t).view(*r_pi.shape, A)  # [N, M, S, A]: P[s, a] . V_{t+1}
+        values.append(r_pi + task.gamma * (pi * expected_next).sum(-1))
+    stacked = torch.stack(values[::-1], dim=-2)  # [N, M, H + 1, S]
+    return stacked.transpose(0, 1).reshape(*batch, H + 1, S)
 
 
 def tabular_values(
@@ -96,22 +182,34 @@ def tabular_values(
     ``"finite"``: the time-dependent values ``V_t(s) = E[sum_{t<=k<H} gamma^(k-t) r_k | s_t = s]``
     for ``t = 0..H`` (``V_H = 0``), shape ``[*G, H + 1, S]``, by backward recursion
     ``V_t = r_pi + gamma P_pi V_{t+1}``. ``"infinite"``: ``V = (I - gamma P_pi)^-1 r_pi``, shape
-    ``[*G, S]`` (requires ``gamma < 1``).
+    ``[*G, S]`` (requires ``gamma < 1``), one batched LU solve.
+
+    Cost per task: for the finite objective ``O((A + H) S^2)`` per policy through ``P_pi``, or, with
+    at least A policies per task, one ``[M, S] x [S, S A]`` product per step for all M of them
+    (no ``[S, S]`` matrix per policy: less memory traffic on large S). The infinite objective
+    costs ``O(S^3)`` per policy.
 
     Args:
         task: the MDP; logits ``[*G, S, A]``; ``reward`` optionally replaces ``task.R``.
     """
     _check_objective(objective)
-    P_pi, r_pi = policy_model(task, logits, reward)
+    check_logits(task, logits)
+    if reward is not None:
+        check_finite_tensor("reward", reward)
     if objective == "infinite":
+        P_pi, r_pi = policy_model(task, logits, reward)
         if task.gamma >= 1.0:
             raise ValueError("gamma: the infinite-horizon objective needs gamma < 1")
         eye = torch.eye(task.num_states, dtype=logits.dtype, device=logits.device)
         return torch.linalg.solve(eye - task.gamma * P_pi, r_pi.unsqueeze(-1)).squeeze(-1)
-    values = [torch.zeros_like(r_pi)]
-    for _ in range(task.horizon):
-        values.append(r_pi + task.gamma * (P_pi @ values[-1].unsqueeze(-1)).squeeze(-1))
-    return torch.stack(values[::-1], dim=-2)
+    pi = torch.softmax(logits, -1)
+    tables = task.tensors(logits.device, logits.dtype)
+    r_pi = (pi * (tables["R"] if reward is None else reward)).sum(-1)
+    batch = _broadcast_shape(pi.shape[:-2], r_pi.shape[:-1], task.batch_shape[-1:])
+    if math.prod(batch) >= task.num_actions * task.num_tasks:  # at least A policies per task
+        return _finite_values_by_actions(task, pi, r_pi, batch)
+    P_pi = torch.einsum("...sa,...sat->...st", pi, tables["P"])
+    return _values_from_model(P_pi, r_pi, task.gamma, task.horizon)
 
 
 def tabular_return(
@@ -294,13 +392,8 @@ def ipd_model(
     """
     check_memory_one_logits(theta1, "theta1")
     check_memory_one_logits(theta2, "theta2")
-    spec = get_game(game)
-    dtype = torch.promote_types(theta1.dtype, theta2.dtype)
-    p1 = torch.sigmoid(theta1.to(dtype))
-    p2 = torch.sigmoid(theta2.to(dtype)[..., list(STATE_SWAP)])  # agent 2 in agent 1's state order
-    p1, p2 = torch.broadcast_tensors(p1, p2)
-    Q = torch.stack([p1 * p2, p1 * (1 - p2), (1 - p1) * p2, (1 - p1) * (1 - p2)], dim=-1)
-    return Q, spec.payoffs(dtype, theta1.device)
+    Q = joint_outcome_probs(theta1, theta2)
+    return Q, get_game(game).payoffs(Q.dtype, theta1.device)
 
 
 def ipd_values(

@@ -74,6 +74,38 @@ def _bias_terms(samples: torch.Tensor, exact: torch.Tensor) -> tuple[torch.Tenso
     return bias_sq, variance
 
 
+def _bootstrap_terms(
+    samples: torch.Tensor, exact: torch.Tensor, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_bias_terms` and ``cos(m, e)`` of every bootstrap resample ``idx [B, N, R]``
+    (resampled repeat indices per task), without materialising the resamples.
+
+    A resample is a count vector ``w [R]`` over the repeats; with the repeats centred on their
+    mean (``z_r = x_r - m``, ``d = m - e``), its mean is ``m + Z^T w / R`` and every term is a
+    quadratic form in ``w`` of the ``[R, R]`` Gram matrix ``Z Z^T`` and the projections
+    ``Z d``, ``Z e``, ``Z m``: O(N R^2 D) once, O(B N R^2) per bootstrap, whatever D.
+    Returns ``(||m_b - e||^2, unbiased tr(Cov_b), cos(m_b, e))``, each ``[B, N]``.
+    """
+    R = samples.shape[-2]
+    mean = samples.mean(-2)  # [N, D]
+    Z = samples - mean.unsqueeze(-2)  # [N, R, D]
+    gram = Z @ Z.transpose(-1, -2)  # [N, R, R]
+    d = mean - exact
+    proj = Z @ torch.stack([d, exact, mean], dim=-1)  # [N, R, 3]: z.d, z.e, z.m
+    ones = torch.ones(idx.shape, dtype=samples.dtype, device=samples.device)
+    w = torch.zeros_like(ones).scatter_add_(-1, idx.to(samples.device), ones)  # resample counts
+    shift_sq = torch.einsum("bnr,nrs,bns->bn", w, gram, w) / R**2  # ||zbar_b||^2
+    shift_dot = torch.einsum("bnr,nrk->bnk", w, proj) / R  # zbar_b . (d, e, m)
+    bias_sq = (d * d).sum(-1) + 2 * shift_dot[..., 0] + shift_sq
+    variance = (w * gram.diagonal(dim1=-2, dim2=-1)).sum(-1) - R * shift_sq
+    variance = variance / (R - 1)
+    dot = (mean * exact).sum(-1) + shift_dot[..., 1]  # m_b . e
+    norm_sq = (mean * mean).sum(-1) + 2 * shift_dot[..., 2] + shift_sq  # ||m_b||^2
+    eps = 1e-8  # torch.nn.functional.cosine_similarity's floor on each norm
+    cos = dot / (norm_sq.clamp_min(0).sqrt().clamp_min(eps) * exact.norm(dim=-1).clamp_min(eps))
+    return bias_sq, variance, cos
+
+
 def score(
     samples: torch.Tensor,
     exact: torch.Tensor,
@@ -108,7 +140,7 @@ def score(
             "samples/exact: expected [N, R, D] with [N, D], or [R, D] with [D] (flatten parameter "
             f"shapes first), got {list(samples.shape)} and {list(exact.shape)}"
         )
-    N, R, D = samples.shape
+    N, R, _ = samples.shape
     if R < 2:
         raise ValueError(f"samples: need at least 2 repeats per task to estimate a variance, got {R}")
     if not (torch.isfinite(samples).all() and torch.isfinite(exact).all()):
@@ -124,19 +156,14 @@ def score(
     exact_rms = exact.pow(2).sum(-1).mean().sqrt()
 
     idx = torch.randint(0, R, (num_bootstrap, N, R), generator=generator)
-    boot = torch.gather(
-        samples.unsqueeze(0).expand(num_bootstrap, N, R, D),
-        2,
-        idx.unsqueeze(-1).expand(num_bootstrap, N, R, D),
-    )
-    b_bias_sq, b_var = _bias_terms(boot, exact)
+    b_bias_sq, b_var, b_cos_each = _bootstrap_terms(samples, exact, idx)
     # Resampling re-adds noise, shifting the bootstrap distribution of the squared bias upward;
     # centre it on the estimate (bias-corrected percentile interval), then map to the bias scale.
     b_sq = (b_bias_sq - b_var / R).mean(-1)
     b_sq = b_sq - (b_sq.mean() - debiased)
     levels = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
     lo, hi = torch.quantile(b_sq, levels).clamp_min(0).sqrt()
-    b_cos = torch.nn.functional.cosine_similarity(boot.mean(2), exact, dim=-1).mean(-1)
+    b_cos = b_cos_each.mean(-1)
 
     n_all = corr_each.numel()
     result = Score(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metagrad.app.backends import configure_allocator
 from metagrad.envs import random_task
 
 torch.set_num_threads(1)
+configure_allocator()  # as the CLI and its workers do (speed only)
 
 
 @pytest.fixture

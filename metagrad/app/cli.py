@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from metagrad.app import perf
-from metagrad.app.backends import BackendError, PluginError, load_plugin
+from metagrad.app.backends import BackendError, PluginError, configure_allocator, load_plugin
 from metagrad.app.check import check_against
 from metagrad.app.compare import COMPARISONS, get_comparison
 from metagrad.app.memory import InsufficientMemory
@@ -105,6 +105,8 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         f"IPD engine (B=4096, H=100, no grad, float64, {device}): "
         f"{ipd['steps_per_s'] / 1e6:.2f} M joint steps/s"
     )
+    ceiling = _print_ceiling(args.episodes, args.ceiling_rounds, device)
+    large_s = _print_large_s(args.large_s, device) if args.large_s else None
     lola = perf.lola_dice_update_rate(device=device)
     print(
         f"LOLA-DiCE, two agents, 128 inner + 128 outer episodes of 100 steps: "
@@ -140,6 +142,8 @@ def _cmd_perf(args: argparse.Namespace) -> int:
                     "ipd_rollout": ipd,
                     "lola_dice_update": lola,
                     "maml_meta_iteration": maml,
+                    "ceiling": ceiling,
+                    "large_s": large_s,
                     **run_metadata(device),
                 },
                 indent=2,
@@ -147,6 +151,46 @@ def _cmd_perf(args: argparse.Namespace) -> int:
             ),
         )
     return 0
+
+
+def _print_ceiling(episodes: int, rounds: int, device: str) -> dict[str, dict[str, float]]:
+    """Engine throughput against the reference (ceiling) rollouts, timed alternately."""
+    if rounds < 1:
+        raise SystemExit(f"metagrad: --ceiling-rounds must be >= 1, got {rounds}")
+    ratios = perf.ceiling_ratios(episodes, rounds=rounds, device=device)
+    for job, r in ratios.items():
+        print(
+            f"ceiling {job} (B={episodes}, {rounds} ABBA rounds, CPU time): engine / reference = "
+            f"{r['ratio']:.3f} (median; range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}; fastest rounds "
+            f"{r['ratio_of_fastest']:.3f}); "
+            f"engine {r['engine_steps_per_s'] / 1e6:.2f} M, "
+            f"reference {r['reference_steps_per_s'] / 1e6:.2f} M steps/s"
+        )
+    return ratios
+
+
+def _print_large_s(states: str, device: str) -> dict[str, object]:
+    """One lll Loaded DiCE tabular cell (10 tasks x 20 repeats, n = 32) at every S of ``states``."""
+    try:
+        sizes = tuple(int(x) for x in states.split(","))
+    except ValueError as exc:
+        raise SystemExit(
+            f"metagrad: --large-s: expected comma-separated state counts, got {states!r}"
+        ) from exc
+    if any(S < 1 for S in sizes):
+        raise SystemExit(f"metagrad: --large-s: state counts must be >= 1, got {states!r}")
+    out = perf.large_s_timings(sizes, device=device)
+    for cell in out["cells"]:  # type: ignore[union-attr]
+        print(
+            f"large S: lll loaded_dice cell, S={cell['num_states']}, A=5, 10 tasks x 20 repeats, n=32: "
+            f"{cell['cell_s']:.2f} s wall, {cell['cell_cpu_s']:.2f} s CPU (drawing the tasks "
+            f"{cell['tasks_s']:.2f} s; peak RSS {cell['peak_rss_mib']:.0f} MiB)"
+        )
+    print(
+        f"large S: fitted growth exponent of the cell time over S >= 100: {out['exponent']:.2f} "
+        f"(CPU time; wall time {out['exponent_wall']:.2f})"
+    )
+    return out
 
 
 def _given(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, str]:
@@ -369,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.add_argument("--device", default="cpu")
     p_perf.add_argument("--out", default=None, help="also write the figures as JSON")
     p_perf.add_argument("--atari", action="store_true", help="also time the Atari env and A2C/MGRL training")
+    p_perf.add_argument(
+        "--ceiling-rounds", type=int, default=11, help="engine/reference rounds, each timed ABBA (default 11)"
+    )
+    p_perf.add_argument(
+        "--large-s",
+        nargs="?",
+        const="100,200,500,1000,2000",
+        default=None,
+        metavar="S,S,...",
+        help="also time one tabular lll cell at these state counts (default 100,200,500,1000,2000)",
+    )
     p_perf.set_defaults(func=_cmd_perf)
 
     default = " + ".join(f"{s} {p}" for s, p in default_runs())
@@ -467,6 +522,7 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     args.imports = plugins  # the resolved forms, which every worker process imports too
     _set_threads(args.threads)
+    configure_allocator()
     return args.func(args)
 
 

@@ -12,6 +12,9 @@ stored; the run goes on with the other cells and ends with :class:`CellsFailed`.
 
 from __future__ import annotations
 
+import math
+import resource
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,6 +36,8 @@ __all__ = [
     "RunResults",
     "cell_from_row",
     "check_task_memory",
+    "longest_first",
+    "peak_memory_mib",
     "run_bench",
     "score_tasks",
 ]
@@ -122,7 +127,7 @@ def run_bench(
         for problem in loaded.problems:
             log(f"metagrad: {problem}")
         stored = loaded.rows
-        todo = [task for key, task in every.items() if key not in stored]
+        todo = longest_first([task for key, task in every.items() if key not in stored])
         check_task_memory(todo, backend=backend, workers=workers, address=address, device=device)
         total = len(every)
         done_before = total - len(todo)
@@ -140,6 +145,7 @@ def run_bench(
                 )
 
         failures: list[CellFailure] = []
+        compute = 0.0
         start = time.perf_counter()
         try:
             with progress_bar(total, "bench", "cell", disable=not progress, initial=done_before) as bar:
@@ -152,6 +158,7 @@ def run_bench(
                     else:
                         result_store.append(result)
                         stored[result.cell_id] = result
+                        compute += result.wall_s
                         bar.set_postfix_str(f"{result.bench} {result.experiment} {result.estimator}")
                     bar.update(1)
         except KeyboardInterrupt:
@@ -160,11 +167,15 @@ def run_bench(
             done = sum(key in every for key in result_store.load(warn=False).rows)
             raise BenchInterrupted(done, total, result_store.path) from None
     elapsed = time.perf_counter() - start
-    if todo:
-        log(
-            f"metagrad: scored {len(todo) - len(failures)} cells in {elapsed:.1f} s "
-            f"({backend}, {workers} worker(s))"
-        )
+    log(
+        f"metagrad: scored {len(todo) - len(failures)} cells in {elapsed:.1f} s wall; cell compute "
+        f"{compute:.1f} s (sum over the cells) on {backend} with {workers} worker(s)"
+    )
+    own, workers_peak = peak_memory_mib()
+    log(
+        f"metagrad: peak resident memory {own:.0f} MiB in this process, "
+        f"{workers_peak:.0f} MiB in the largest child process (the pool's workers)"
+    )
     results = {
         (suite, config.preset): [stored[key] for key in keys if key in stored]
         for suite, config, _, keys in listed
@@ -172,6 +183,27 @@ def run_bench(
     if failures:
         raise CellsFailed(failures, results)
     return results
+
+
+def peak_memory_mib() -> tuple[float, float]:
+    """Peak resident set size of this process and of its largest finished child process (the
+    pool's workers once the pool has shut down), in MiB (``getrusage``; Linux reports KiB)."""
+    scale = 1.0 / 1024 if sys.platform != "darwin" else 1.0 / 2**20
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    return own, children
+
+
+def longest_first(tasks: list[Task]) -> list[Task]:
+    """``tasks`` sorted by their suite's cost estimate, longest first (unknown costs first), so
+    that the last cells to finish are short ones and the workers end together."""
+
+    def key(task: Task) -> float:
+        suite, config, cell = task
+        cost = get_suite(suite).cost
+        return -math.inf if cost is None else -cost(config, cell)
+
+    return sorted(tasks, key=key)
 
 
 def cell_from_row(row: ResultRow) -> Task:
@@ -201,7 +233,12 @@ def score_tasks(
     failures: list[CellFailure] = []
     with progress_bar(len(tasks), "check", "cell", disable=not progress) as bar:
         for result in execute(
-            tasks, backend=backend, workers=workers, address=address, device=device, plugins=plugins
+            longest_first(tasks),
+            backend=backend,
+            workers=workers,
+            address=address,
+            device=device,
+            plugins=plugins,
         ):
             if isinstance(result, CellFailure):
                 failures.append(result)

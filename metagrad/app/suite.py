@@ -42,7 +42,9 @@ __all__ = [
     "cell_seed",
     "common_options",
     "dataclass_from_dict",
+    "install_run_state",
     "make_row",
+    "run_state",
     "scored_row",
 ]
 
@@ -104,6 +106,22 @@ class Cell:
             "extra": dict(self.extra),
             "tags": dict(self.tags),
         }
+
+
+_RUN_STATE: dict[Any, Any] = {}
+
+
+def run_state(key: Any, build: Callable[[], Any]) -> Any:
+    """Per-run state shared by the cells of a run (``build()`` once per process, unless the
+    runner has handed the value over with :func:`install_run_state`)."""
+    if key not in _RUN_STATE:
+        _RUN_STATE[key] = build()
+    return _RUN_STATE[key]
+
+
+def install_run_state(state: Mapping[Any, Any]) -> None:
+    """Make ``state`` (from a suite's ``prepare``) what :func:`run_state` returns in this process."""
+    _RUN_STATE.update(state)
 
 
 def cell_seed(config: BenchConfig, cell: Cell) -> int:
@@ -230,6 +248,13 @@ class Suite:
         in_default_run: part of plain ``metagrad bench`` (with its default preset).
         memory_estimate: ``(config, cell) -> MemoryEstimate`` of a cell's peak memory, checked
             before a run starts (None: not estimated).
+        cost: ``(config, cell) -> float``, the cell's expected compute in seconds, roughly (from
+            its episodes x horizon x tasks x repeats and its exact stages; only the order across
+            the suites of a run matters): the runner starts the longest cells first. ``None``:
+            unknown (run first).
+        prepare: ``config -> {key: value}``, per-run state every cell of ``config`` reads
+            through :func:`run_state` (e.g. trained policy pairs): the runner computes it once,
+            in its own process while the workers start, and hands it to them.
     """
 
     name: str
@@ -251,6 +276,8 @@ class Suite:
     in_default_run: bool = False
     experiment_specs: Mapping[str, tuple[type, Mapping[str, type]]] = field(default_factory=dict)
     memory_estimate: Callable[[Any, Cell], MemoryEstimate] | None = None
+    cost: Callable[[Any, Cell], float] | None = None
+    prepare: Callable[[Any], dict[Any, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.default_preset not in self.presets:

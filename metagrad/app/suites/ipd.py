@@ -43,7 +43,15 @@ from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.plotting import series_panel
 from metagrad.app.rows import ResultRow, stage_setting
-from metagrad.app.suite import STAGED_SPEC_FIELDS, Cell, Suite, cell_seed, common_options, scored_row
+from metagrad.app.suite import (
+    STAGED_SPEC_FIELDS,
+    Cell,
+    Suite,
+    cell_seed,
+    common_options,
+    run_state,
+    scored_row,
+)
 from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
 from metagrad.envs.ipd import check_gamma, get_game
 from metagrad.estimators import get_estimator
@@ -62,8 +70,10 @@ __all__ = [
     "PRESETS",
     "SUITE",
     "IPDBenchConfig",
+    "ipd_cell_cost",
     "make_ipd_cells",
     "policy_pairs",
+    "prepare_pairs",
     "run_ipd_cell",
     "write_ipd_plots",
     "write_ipd_summary",
@@ -281,9 +291,30 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
     return pairs
 
 
-@functools.lru_cache(maxsize=16)
 def _pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
-    return policy_pairs(config, kind)
+    return run_state(("ipd_pairs", config, kind), functools.partial(policy_pairs, config, kind))
+
+
+def prepare_pairs(config: IPDBenchConfig) -> dict[Any, Any]:
+    """The run's policy pairs of every kind (``Suite.prepare``: trained once, by the runner)."""
+    return {("ipd_pairs", config, kind): _pairs(config, kind) for kind in config.pair_kinds}
+
+
+# An exact LOLA target and its estimate's closed-form stages cost about as much as this many
+# sampled episodes per lookahead step; seconds per sampled joint step (fitted on the default
+# suite's cells on the 2-core machine, one thread: only ratios matter)
+_EXACT_STAGE_EPISODES = 8
+_SECONDS_PER_STEP = 4.5e-7
+
+
+def ipd_cell_cost(config: IPDBenchConfig, cell: Cell) -> float:
+    """The cell's expected compute in seconds, roughly (``Suite.cost``: longest cells first)."""
+    spec = cell.spec
+    exact = (spec.lookahead_steps + 1) * sum(
+        stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer)
+    )
+    episodes = episodes_per_lola_estimate(spec) + _EXACT_STAGE_EPISODES * (exact + 1)
+    return _SECONDS_PER_STEP * config.num_pairs * config.repeats * spec.horizon * episodes
 
 
 def run_ipd_cell(config: IPDBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
@@ -498,4 +529,6 @@ SUITE = Suite(
     describe_preset=describe_preset,
     in_default_run=True,
     memory_estimate=memory_estimate,
+    cost=ipd_cell_cost,
+    prepare=prepare_pairs,
 )

@@ -20,7 +20,10 @@ Extensions (separately named experiments, in their own presets; not part of ``li
 * ``mlmc_bias`` (preset ``mlmc``): the compositional-bias setting (inner stage estimated, Hessian
   and outer exact, finite objective) scored for the plain inner estimators and for the MLMC inner
   stage (estimator label ``mlmc``) with many estimates per task, so that a bias of the plain
-  estimators is resolved; rows carry the expected episodes per estimate.
+  estimators is resolved; rows carry the expected episodes per estimate;
+* ``sweep_states`` (preset ``large_s``): how the bias of the stage combinations
+  ``sweep_states_combinations`` behaves as the number of states S grows (``sweep_states``; the
+  other task fields as the config), on ``num_tasks`` random MDPs of each size.
 
 Each cell's randomness is seeded from the run seed and the cell's own config (not its position),
 so any cell can be recomputed alone with the same numbers.
@@ -75,6 +78,7 @@ __all__ = [
     "PRESETS",
     "SUITE",
     "TabularBenchConfig",
+    "cell_cost",
     "make_cells",
     "run_cell",
     "write_plots",
@@ -84,7 +88,7 @@ __all__ = [
 
 EXPERIMENTS = ("decomposition", "sweep_n", "sweep_k", "sweep_alpha", "hessian_bias")
 # Extensions beyond Liu et al. 2022 (module docstring), selected by their own presets.
-EXTRA_EXPERIMENTS = ("hessian_scoring", "mlmc_bias")
+EXTRA_EXPERIMENTS = ("hessian_scoring", "mlmc_bias", "sweep_states")
 OPE_ESTIMATORS = ("stepwise_is", "doubly_robust", "vtrace", "taylor1", "taylor2")
 
 # The config fields that define a cell's tasks, budget and randomness (with the cell's own spec):
@@ -144,6 +148,9 @@ class TabularBenchConfig:
     mlmc_max_level: int | None = None
     mlmc_repeats: int = 1000
     mlmc_budget_n: tuple[int, ...] = (16, 32, 64)  # plain mlmc_estimator at larger budgets
+    # sweep_states: bias against the number of states
+    sweep_states: tuple[int, ...] = (20, 50, 100, 200, 500)
+    sweep_states_combinations: tuple[str, ...] = ("lee", "ele")
 
     def __post_init__(self) -> None:
         if self.env != "MetaGrad/TabularMDP-v0":
@@ -170,6 +177,11 @@ class TabularBenchConfig:
         for combo in self.combinations:
             if combo not in COMBINATIONS:
                 raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
+        for combo in self.sweep_states_combinations:
+            if combo not in COMBINATIONS:
+                raise ValueError(f"sweep_states_combinations: unknown {combo!r}; known: {COMBINATIONS}")
+        for states in self.sweep_states:
+            check_int("sweep_states", states, 1)
         unknown = set(self.experiments) - set(EXPERIMENTS) - set(EXTRA_EXPERIMENTS)
         if unknown:
             raise ValueError(f"experiments: unknown {sorted(unknown)}")
@@ -227,6 +239,8 @@ PRESETS: dict[str, TabularBenchConfig] = {
 
 PRESETS.update(
     {
+        # Bias against the number of states S (finite-horizon oracle, 10 tasks x 20 repeats)
+        "large_s": TabularBenchConfig(preset="large_s", objective="finite", experiments=("sweep_states",)),
         # Tang et al. 2021, public code's toy protocol: 20x5 MDPs, Dirichlet 0.001, gamma 0.8,
         # T = 20, critic V^mu + noise 1.0, mu uniform, pi = 0.8 deterministic + 0.2 uniform, 10
         # MDPs, the five OPE estimators; their oracle is the infinite-horizon value. Their point is
@@ -292,6 +306,14 @@ def make_cells(config: TabularBenchConfig) -> list[Cell]:
                     inner_steps=k, inner_lr=config.inner_lr, hessian_bias=float(c), **common
                 )
                 cells.append(Cell("hessian_bias", "exact", spec, 0, {"hessian_bias_c": float(c)}))
+    if "sweep_states" in config.experiments:
+        for est in config.sweep_estimators:
+            for combo in config.sweep_states_combinations:
+                spec = MetaGradientSpec.from_combination(
+                    combo, est, config.n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
+                )
+                for states in config.sweep_states:
+                    cells.append(Cell("sweep_states", est, spec, config.n, tags={"num_states": int(states)}))
     if "hessian_scoring" in config.experiments:
         cells += _hessian_scoring_cells(config, critic)
     if "mlmc_bias" in config.experiments:
@@ -341,16 +363,23 @@ def _tasks(config: TabularBenchConfig) -> tuple[list[TabularTask], dict]:
     return config.tasks(), {}
 
 
+def _task_config(config: TabularBenchConfig, cell: Cell) -> TabularBenchConfig:
+    """The config that defines the cell's tasks: the run's, with the cell's own state count."""
+    states = cell.tags.get("num_states")
+    return config if states is None else dataclasses.replace(config, num_states=int(states))
+
+
 def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
     """Score one cell over all tasks; returns its result row (config, metrics, provenance)."""
     if cell.experiment == "hessian_scoring":
         return _run_hessian_cell(config, cell, device)
     repeats = cell.tags.get("estimates_per_task", config.repeats)
-    tasks, exact_cache = _tasks(config)
+    task_config = _task_config(config, cell)
+    tasks, exact_cache = _tasks(task_config)
     spec = cell.spec
     start = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
-    logits = torch.zeros(config.num_states, config.num_actions, dtype=torch.float64, device=device)
+    logits = torch.zeros(task_config.num_states, config.num_actions, dtype=torch.float64, device=device)
     samples, exact = [], []
     for i, task in enumerate(tasks):
         ekey = (i, spec.inner_steps, spec.inner_lr, spec.objective)
@@ -446,11 +475,40 @@ def _run_hessian_cell(config: TabularBenchConfig, cell: Cell, device: str) -> Re
     )
 
 
+# The exact stages' work in env-step equivalents: one stage at one inner step costs about as much as
+# sampling this many episodes on the 20-state tasks, plus one env step per this many multiply-adds
+# of the dense value recursions on larger state spaces; and the seconds per env-step equivalent
+# (fitted on the default suite's cells on the 2-core machine, one thread: only ratios matter).
+_EXACT_STAGE_EPISODES = 8
+_MULTIPLY_ADDS_PER_STEP = 3000
+_SECONDS_PER_STEP = 1.0e-6
+
+
+def cell_cost(config: TabularBenchConfig, cell: Cell) -> float:
+    """The cell's expected compute in seconds, roughly (``Suite.cost``: longest cells first)."""
+    spec = cell.spec
+    S, A, H = _task_config(config, cell).num_states, config.num_actions, config.horizon
+    repeats = cell.tags.get("estimates_per_task", config.repeats)
+    if isinstance(spec, DerivativeSpec):  # hessian_scoring: n episodes, one backward pass per row
+        rows = S * A if spec.derivative == "hessian" else 1
+        return _SECONDS_PER_STEP * config.num_tasks * repeats * H * spec.n * (1 + rows / 10)
+    stages = (spec.inner_steps + 1) * (
+        1 + sum(stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer))
+    )
+    values = stages * repeats * S * S * A * H / _MULTIPLY_ADDS_PER_STEP  # critics and exact stages
+    episodes = episodes_per_estimate(spec) + _EXACT_STAGE_EPISODES * stages
+    return _SECONDS_PER_STEP * config.num_tasks * (repeats * H * episodes + values)
+
+
 def _series(rows: list[ResultRow], experiment: str, xkey: str) -> dict[str, list[ResultRow]]:
     out: dict[str, list[ResultRow]] = {}
     for r in rows:
         if r.experiment == experiment:
-            label = r.estimator if experiment != "hessian_bias" else f"K={r.get('inner_steps')}"
+            label = r.estimator
+            if experiment == "hessian_bias":
+                label = f"K={r.get('inner_steps')}"
+            elif experiment == "sweep_states":
+                label = f"{r.estimator} {r.get('combination')}"
             out.setdefault(label, []).append(r)
     return {k: sorted(v, key=lambda r: r.value(xkey)) for k, v in out.items()}
 
@@ -464,6 +522,8 @@ def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> l
         ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", "debiased bias", False),
         ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", "debiased bias", False),
         ("hessian_bias", "hessian_bias_c", "mse", "injected Hessian bias c", "MSE", True),
+        ("sweep_states", "num_states", "bias_debiased", "number of states S", "debiased bias", True),
+        ("sweep_states", "num_states", "relative_bias", "number of states S", "relative bias", True),
     ]
     written = []
     for experiment, xkey, ykey, xlabel, ylabel, loglog in panels:
@@ -597,6 +657,8 @@ def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None
         ("sweep_k", "inner_steps", "bias_debiased"),
         ("sweep_alpha", "inner_lr", "bias_debiased"),
         ("hessian_bias", "hessian_bias_c", "mse"),
+        ("sweep_states", "num_states", "bias_debiased"),
+        ("sweep_states", "num_states", "relative_bias"),
     ):
         series = _series(rows, experiment, xkey)
         if not series:
@@ -678,18 +740,19 @@ def _extension_summary(rows: list[ResultRow]) -> list[str]:
 def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
     """A cell's peak memory (:mod:`metagrad.app.memory`): its largest sampled stage, the Jacobian
     graphs kept for the outer gradient, and the tasks (transition tables and alias tables)."""
-    S, A = config.num_states, config.num_actions
-    fixed = config.num_tasks * (40 * S * S * A + 16 * config.repeats * S * A + 10_000)
+    S, A = _task_config(config, cell).num_states, config.num_actions
+    repeats = cell.tags.get("estimates_per_task", config.repeats)
+    fixed = config.num_tasks * (40 * S * S * A + 16 * repeats * S * A + 10_000)
     if isinstance(cell.spec, DerivativeSpec):  # hessian_scoring: one batch of n episodes per estimate
         stage = StageSpec(cell.spec.estimator, cell.spec.n)
         return staged_estimate(
             MetaGradientSpec(inner=stage),
             episodes=cell.spec.n,
             horizon=config.horizon,
-            repeats=config.repeats,
+            repeats=repeats,
             peak_per_step=200,
             kept_per_step=25,
-            fixed=fixed + config.num_tasks * config.repeats * (S * A) ** 2 * 8,
+            fixed=fixed + config.num_tasks * repeats * (S * A) ** 2 * 8,
             flags=("--ope-n", "--repeats"),
             fixed_flags=("--num-tasks", "--repeats"),
         )
@@ -699,7 +762,7 @@ def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
         cell.spec,
         episodes=math.ceil(episodes_per_estimate(cell.spec)),
         horizon=config.horizon,
-        repeats=config.repeats,
+        repeats=repeats,
         peak_per_step=200,
         kept_per_step=25,
         fixed=fixed,
@@ -757,9 +820,11 @@ SUITE = Suite(
         "eps",
         "behaviour",
         "n_episodes",
+        "num_states",
     ),
     describe_preset=describe_preset,
     in_default_run=True,
     experiment_specs={"hessian_scoring": (DerivativeSpec, {"critic": CriticSpec})},
     memory_estimate=memory_estimate,
+    cost=cell_cost,
 )
