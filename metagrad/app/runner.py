@@ -24,7 +24,7 @@ from metagrad.validation import check_int
 
 __all__ = ["RunResults", "cell_from_row", "run_bench", "score_tasks"]
 
-RunResults = dict[tuple[str, str], list[ResultRow]]  # (suite, preset) -> rows in cell order
+RunResults = dict[tuple[str, str], list[ResultRow]]  # (suite, preset) -> rows in cell order (all seeds)
 
 
 def run_bench(
@@ -94,7 +94,10 @@ def run_bench(
     elapsed = time.perf_counter() - start
     if todo:
         log(f"metagrad: scored {len(todo)} cells in {elapsed:.1f} s ({backend}, {workers} worker(s))")
-    return {(suite, config.preset): [stored[key] for key in keys] for suite, config, _, keys in listed}
+    out: RunResults = {}
+    for suite, config, _, keys in listed:  # runs of several seeds of one preset share a key
+        out.setdefault((suite, config.preset), []).extend(stored[key] for key in keys)
+    return out
 
 
 def cell_from_row(row: ResultRow) -> Task:
