@@ -20,6 +20,14 @@ are the registered ones of :mod:`metagrad.estimators`, fed the *joint* log-probs
 off-policy LOLA-DiCE (earlier trajectories reweighted by importance ratios, the paper's fix for
 compositional bias), ``lvc`` is the low-bias Hessian variant (same-time cross terms only), ``pg``
 drops the cross terms entirely (no shaping survives). No estimator math is rewritten here.
+
+Off-policy LOLA-DiCE changes two things at once. Replay raises the lookahead's sample size; and,
+given a critic, ``off_policy_dice`` baselines with the cumulative term
+``(rho_{0:t-1} - rho_{0:t}) b(s_t)`` where ``dice_baseline`` uses ``(1 - box(log pi_t)) b(s_t)``:
+a much stronger variance reduction that works without any replay. The IPD bench's ``off_policy``
+experiment scores both apart on the same episodes, along the official protocol (FIFO buffer of
+1024 episodes, :func:`replay_buffer` with ``behaviour`` of shape ``[J, 5]``); the official code
+itself baselines with value tables regressed on immediate rewards, close to none.
 """
 
 from __future__ import annotations

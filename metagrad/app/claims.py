@@ -58,8 +58,8 @@ __all__ = [
     "ipd_claims",
     "power_law_exponent",
     "select",
-    "spearman_interval",
     "tabular_claims",
+    "task_spearman_interval",
 ]
 
 PASS, FAIL, INCONCLUSIVE, NOT_APPLICABLE = "PASS", "FAIL", "INCONCLUSIVE", "n/a"
@@ -186,40 +186,34 @@ def exponent_interval(
     return task_bootstrap(matrix, statistic, seed=seed, confidence=confidence, vectorized=True)
 
 
-def spearman_interval(
+def task_spearman_interval(
     x: Sequence[float], matrix: np.ndarray, *, seed: int, confidence: float = CONFIDENCE
 ) -> Interval:
-    """Spearman's rank correlation (tie-averaged ranks) between ``x`` and the curve of task
-    means, with its task-bootstrap interval."""
+    """The mean over tasks of each task's Spearman correlation (tie-averaged ranks,
+    ``scipy.stats.rankdata``) between ``x`` and its own values, with its task-bootstrap interval:
+    the trend of the typical task, bounded in [-1, 1], so a few tasks with huge values (the heavy
+    tail of meta-gradient biases) cannot swing it."""
     rx = stats.rankdata(np.asarray(x, dtype=float))
     rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
-
-    def statistic(m: np.ndarray) -> np.ndarray:
-        ry = stats.rankdata(m.mean(-2), axis=-1)
-        ry = ry - ry.mean(-1, keepdims=True)
-        norm = np.linalg.norm(ry, axis=-1)
-        return np.where(norm > 0, (ry @ rx) / np.where(norm > 0, norm, 1.0), 0.0)
-
-    return task_bootstrap(
-        matrix, statistic, seed=seed, confidence=confidence, vectorized=True, method="percentile"
-    )
+    ry = stats.rankdata(matrix, axis=-1)
+    ry = ry - ry.mean(-1, keepdims=True)
+    norm = np.linalg.norm(ry, axis=-1)
+    per_task = np.where(norm > 0, (ry @ rx) / np.where(norm > 0, norm, 1.0), 0.0)
+    return task_bootstrap(per_task, lambda r: r.mean(-1), seed=seed, confidence=confidence, vectorized=True)
 
 
-def _differences_to_last(matrix: np.ndarray, *, seed: int) -> list[Interval]:
-    """Paired differences (mean over tasks) between the last point and each earlier one, each
-    at a Bonferroni-corrected level over the comparisons."""
+def _declines_at_the_end(matrix: np.ndarray, *, seed: int) -> list[Interval]:
+    """For each earlier point j, the fraction of tasks whose value at the last point is below
+    their value at j (ties count 1/2), with its task-bootstrap interval at a Bonferroni-corrected
+    level over the comparisons: a sign test per pair, robust to heavy-tailed tasks."""
     k = matrix.shape[1] - 1
     level = 1 - (1 - CONFIDENCE) / max(k, 1)
     out = []
     for j in range(k):
-        pair = matrix[:, [k, j]]
+        below = (matrix[:, k] < matrix[:, j]) + 0.5 * (matrix[:, k] == matrix[:, j])
         out.append(
             task_bootstrap(
-                pair,
-                lambda m: (m[..., 0] - m[..., 1]).mean(-1),
-                seed=seed + j,
-                confidence=level,
-                vectorized=True,
+                below.astype(float), lambda b: b.mean(-1), seed=seed + j, confidence=level, vectorized=True
             )
         )
     return out
@@ -302,17 +296,18 @@ def _claim_growth(rows: list[ResultRow], experiment: str, xkey: str, name: str, 
         "O(K alpha^K sigma n^-1/2) grows in both)."
     )
     criterion = (
-        f"per estimator ('lee', official {experiment} family): Spearman's rho (tie-averaged ranks) "
-        f"between {xkey} and the debiased squared bias, 95% task-bootstrap CI, and the paired "
-        f"differences (same tasks) between the largest {xkey} and each smaller one (Bonferroni-corrected "
-        "95% CIs): supports if rho's CI lies above 0 and no difference is resolved below 0; "
-        "contradicts if rho's CI lies below 0 or the bias at the largest value is resolved below the "
-        "bias at a smaller one (a decline at the top of the range); PASS if every estimator supports, "
-        "FAIL if any contradicts, else INCONCLUSIVE"
+        f"per estimator ('lee', official {experiment} family), on each task's debiased squared bias: "
+        f"the mean over tasks of the task's Spearman rho (tie-averaged ranks) between {xkey} and its "
+        f"bias, 95% task-bootstrap CI; and for each smaller {xkey}, the fraction of tasks whose bias at "
+        f"the largest {xkey} is below it (Bonferroni-corrected 95% CIs). Supports if rho's CI lies above "
+        "0 and no fraction is resolved above 1/2; contradicts if rho's CI lies below 0 or a fraction is "
+        "resolved above 1/2 (the typical task's bias declines at the top of the range). PASS if every "
+        "estimator supports, FAIL if any contradicts, else INCONCLUSIVE"
     )
     source = (
-        "the bound grows monotonically in K and alpha; 'grows over the range' is contradicted by a "
-        "resolved overall decrease or by a resolved decline at the end of the range"
+        "the bound holds task by task and grows monotonically in K and alpha, so the claim is about "
+        "each task's curve: rank statistics per task, which a few tasks with huge biases (the heavy "
+        "tail of the task distribution) cannot swing, unlike the mean over tasks"
     )
     sweep = select(rows, bench="tabular", experiment=experiment)
     if not sweep:
@@ -320,9 +315,9 @@ def _claim_growth(rows: list[ResultRow], experiment: str, xkey: str, name: str, 
     parts, statuses, figures = [], [], {}
     for est, rs in _by_estimator(sweep).items():
         x, m = curve(rs, xkey)
-        rho = spearman_interval(x, m, seed=_stable_seed(name, est))
-        drops = _differences_to_last(m, seed=_stable_seed(name, est, "last"))
-        declines = [float(x[j]) for j, d in enumerate(drops) if d.high < 0]
+        rho = task_spearman_interval(x, m, seed=_stable_seed(name, est))
+        drops = _declines_at_the_end(m, seed=_stable_seed(name, est, "last"))
+        declines = [f"{x[j]:g} ({d.estimate:.0%})" for j, d in enumerate(drops) if d.low > 0.5]
         figures[f"{est} rho"] = rho.estimate
         if rho.high < 0 or declines:
             status = FAIL
@@ -331,13 +326,13 @@ def _claim_growth(rows: list[ResultRow], experiment: str, xkey: str, name: str, 
         else:
             status = INCONCLUSIVE
         statuses.append(status)
-        means = ", ".join(f"{x[j]:g}: {_fmt(m[:, j].mean())}" for j in range(len(x)))
+        medians = ", ".join(f"{x[j]:g}: {_fmt(float(np.median(m[:, j])))}" for j in range(len(x)))
+        peak = x[int(np.argmax(np.median(m, axis=0)))]
+        medians += f"; the medians peak at {xkey}={peak:g}"
         decline = (
-            f"; bias at {xkey}={x[-1]:g} resolved below {xkey}={', '.join(f'{v:g}' for v in declines)}"
-            if declines
-            else ""
+            f"; at {xkey}={x[-1]:g} most tasks are below {xkey}={', '.join(declines)}" if declines else ""
         )
-        parts.append(f"{est}: rho {rho.format('.2f')}{decline} (squared bias {means}; {status})")
+        parts.append(f"{est}: rho {rho.format('.2f')}{decline} (median squared bias {medians}; {status})")
     return Claim(name, statement, criterion, source, "; ".join(parts), combine(statuses), figures)
 
 

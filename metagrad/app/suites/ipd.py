@@ -450,7 +450,6 @@ _PANELS = (
     ("sweep_n", "n_inner", "corr", "batch n (inner = outer)", False),
     ("sweep_lr", "lookahead_lr", "bias_debiased", "lookahead step size", False),
     ("sweep_steps", "lookahead_steps", "bias_debiased", "lookahead steps", False),
-    ("off_policy", "replay", "bias_debiased", "replayed earlier episodes", False),
 )
 
 
@@ -545,8 +544,41 @@ def write_ipd_summary(rows: list[ResultRow], path: Path, total_seconds: float | 
                 )
                 lines.append(f"| {label} | {pts} | {slope:.2f} |")
             lines.append("")
+        lines += _off_policy_table(
+            [r for r in rows if r.experiment == "off_policy" and r.get("pair_kind") == kind]
+        )
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _off_policy_table(rows: list[ResultRow]) -> list[str]:
+    """The off-policy variants side by side: corr, MSE and debiased squared bias [CI], with the
+    outer gradient exact ('lle', the lookahead alone) and sampled ('lll')."""
+    if not rows:
+        return []
+    r0 = rows[0]
+    lines = [
+        f"## off_policy, {r0.get('pair_kind')} pairs (lookahead {r0.get('lookahead_lr')}, "
+        f"n = {r0.get('n_inner')}, {r0.metrics.num_tasks} pairs x {r0.metrics.repeats} estimates): "
+        "corr / MSE / squared bias [CI]",
+        "",
+        "| lookahead | replay | baseline | outer exact ('lle') | outer sampled ('lll') |",
+        "|---|---|---|---|---|",
+    ]
+    by = {(r.estimator, r.get("replay"), r.get("baseline"), r.get("combination")): r for r in rows}
+    for est, replay, baseline in dict.fromkeys(k[:3] for k in by):
+        cells = []
+        for combo in ("lle", "lll"):
+            r = by.get((est, replay, baseline, combo))
+            m = None if r is None else r.metrics
+            cells.append(
+                "-"
+                if m is None
+                else f"{m.corr:.3f} / {m.mse:.3g} / {m.bias_sq_debiased:.3g} "
+                f"[{m.bias_ci_low**2:.2g}, {m.bias_ci_high**2:.2g}]"
+            )
+        lines.append(f"| {est} | {replay} | {baseline} | {cells[0]} | {cells[1]} |")
+    return [*lines, ""]
 
 
 def describe_preset(config: IPDBenchConfig) -> str:
