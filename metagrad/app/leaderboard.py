@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metagrad.app.outputs import write_text_atomic
-from metagrad.app.paired import PairedDifference, paired_difference
+from metagrad.app.paired import Interval, PairedDifference, paired_difference
 from metagrad.app.rows import ResultRow
 from metagrad.app.suites import SUITES
 
@@ -75,35 +75,41 @@ def _paired(a: ResultRow, b: ResultRow, metric: str) -> PairedDifference | None:
 def paired_ranks(group: list[ResultRow], metric: str) -> list[tuple[int, ResultRow, str]]:
     """``(rank, row, note)`` of the estimators of one setting in ``metric`` (lower is better),
     best first. Rank: 1 + the number of estimators resolved better (paired CI of the difference
-    above 0); ties in rank are estimators the data cannot order. ``note`` names, for each row,
-    the paired difference to the next-best estimator."""
-    value = {
-        id(r): sum(r.per_task[metric]) / len(r.per_task[metric]) if metric in r.per_task else r.value(metric)
-        for r in group
+    above 0); ties in rank are estimators the data cannot order. ``note``: the paired difference
+    to the row above (``vs X: estimate [CI]``), or why there is none."""
+
+    def mean(r: ResultRow) -> float:
+        values = r.per_task.get(metric)
+        return sum(values) / len(values) if values else r.value(metric)
+
+    differences: dict[tuple[int, int], PairedDifference | None] = {}
+    for i, a in enumerate(group):
+        for b in group[i + 1 :]:
+            differences[(id(b), id(a))] = diff = _paired(b, a, metric)
+            differences[(id(a), id(b))] = None if diff is None else _negated(diff)
+    worse = {
+        id(a): sum(
+            1 for b in group if b is not a and (d := differences[(id(a), id(b))]) and d.interval.low > 0
+        )
+        for a in group
     }
-    ordered = sorted(group, key=lambda r: value[id(r)])
-    worse: dict[int, int] = {id(r): 0 for r in group}
-    notes: dict[int, str] = {}
-    unpaired = False
-    for i, a in enumerate(ordered):
-        for b in ordered[i + 1 :]:
-            diff = _paired(b, a, metric)
-            if diff is None:
-                unpaired = True
-                continue
-            if diff.interval.low > 0:
-                worse[id(b)] += 1
-            elif diff.interval.high < 0:
-                worse[id(a)] += 1
-            if b is ordered[i + 1]:
-                notes[id(b)] = f"vs {_label(a)}: {diff.interval.format('.3g')}"
+    ordered = sorted(group, key=lambda r: (worse[id(r)], mean(r)))
     out = []
-    for r in ordered:
-        note = notes.get(id(r), "")
-        if unpaired and not note:
-            note = "no paired data"
+    for i, r in enumerate(ordered):
+        note = ""
+        if i:
+            above = ordered[i - 1]
+            diff = differences[(id(r), id(above))]
+            note = "no paired data" if diff is None else f"vs {_label(above)}: {diff.interval.format('.3g')}"
         out.append((1 + worse[id(r)], r, note))
-    return sorted(out, key=lambda t: (t[0], value[id(t[1])]))
+    return out
+
+
+def _negated(diff: PairedDifference) -> PairedDifference:
+    i = diff.interval
+    return PairedDifference(
+        diff.metric, diff.second, diff.first, Interval(-i.estimate, -i.high, -i.low), diff.num_tasks
+    )
 
 
 def write_leaderboard(rows: list[ResultRow], path: str | Path) -> Path:

@@ -74,7 +74,7 @@ def seed_table(claims: dict[int, list[Claim]]) -> str:
             if c is None:
                 cells.append("-")
                 continue
-            numbers = ", ".join(f"{k} {_short(v)}" for k, v in c.figures.items())
+            numbers = c.summary or ", ".join(f"{k} {_short(v)}" for k, v in c.figures.items())
             cells.append(f"**{c.verdict}**" + (f" ({numbers})" if numbers else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     counts = []
