@@ -544,6 +544,11 @@ def test_leaderboard_ranks_by_paired_differences_and_states_ties():
     assert by_bias["a"] == by_bias["b"] == 1 and by_bias["c"] == 3
 
 
+def test_rows_without_per_task_metrics_give_no_verdicts():
+    old = [synthetic_row(cell_id=f"x{n}", experiment="sweep_n", n_inner=n) for n in (2, 4, 8)]
+    assert {c.verdict for c in claims_by_seed(old)[0]} == {"n/a"}
+
+
 def test_leaderboard_says_when_there_is_nothing_to_rank(tmp_path):
     text = write_leaderboard([_row("a", {"mse": [1.0, 2.0]})], tmp_path / "lb.md").read_text()
     assert "nothing to rank" in text

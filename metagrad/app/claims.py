@@ -197,6 +197,8 @@ def task_spearman_interval(
     the trend of the typical task, bounded in [-1, 1], so a few tasks with huge values (the heavy
     tail of meta-gradient biases) cannot swing it."""
     rx = stats.rankdata(np.asarray(x, dtype=float))
+    if np.ptp(rx) == 0:  # one value of x: no trend to test
+        return Interval(math.nan, -math.inf, math.inf)
     rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
     ry = stats.rankdata(matrix, axis=-1)
     ry = ry - ry.mean(-1, keepdims=True)

@@ -40,6 +40,8 @@ def evaluate_claims(rows: list[ResultRow]) -> list[Claim]:
     if len(seeds) > 1:
         raise ValueError(f"evaluate_claims: rows of several run seeds {seeds}; use claims_by_seed")
     claims: list[Claim] = []
+    # the claims' statistics are over tasks: rows from before per-task metrics cannot serve
+    rows = [r for r in rows if r.per_task]
     for suite in SUITES.values():
         claims += suite.claims([r for r in rows if r.bench == suite.name])
     return claims
