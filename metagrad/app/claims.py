@@ -464,8 +464,10 @@ def _claim_hessian_ranking(rows: list[ResultRow]) -> Claim:
         "DiCE are unbiased."
     )
     criterion = (
-        "on the official decomposition's 'ele' rows (K = 1, alpha = 10), each estimator's debiased "
-        "squared bias pooled over n with weights proportional to n, 95% task-bootstrap CIs: (i) the "
+        "on the 'ele' rows of the hessian_ranking experiment (the official decomposition's setting, "
+        "K = 1, alpha = 10, n >= 32, on more MDPs; the decomposition's own 'ele' rows when it is absent), "
+        "each estimator's debiased squared bias pooled over n with weights proportional to n, 95% "
+        "task-bootstrap CIs: (i) the "
         "paired difference pg - lvc lies above 0; (ii) lvc's lies above 0; (iii) 'X is unbiased' for "
         "dice and loaded_dice passes when X's CI upper end is below the smallest bias resolved for a "
         "biased estimator (pg, lvc) in the same experiment and fails when X's CI lies above 0. PASS "
