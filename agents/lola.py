@@ -18,8 +18,11 @@ Gradient sources (``LearnerConfig.gradient``):
   * ``"off_policy_lola_dice"``: the lookahead uses ``off_policy_dice`` on the inner episodes
     plus those of the last ``replay_batches`` iterations, reweighted by importance ratios (Liu
     et al., NeurIPS 2022). Its critic baseline is ``off_policy_dice``'s cumulative one,
-    ``(rho_{0:t-1} - rho_{0:t}) b(s_t)``, not ``dice_baseline``'s, so its gain over
-    ``lola_dice`` mixes the two (the IPD bench's off-policy experiment separates them);
+    ``(rho_{0:t-1} - rho_{0:t}) b(s_t)``, not ``dice_baseline``'s ``(1 - box(log pi_t)) b(s_t)``,
+    so its gain over ``lola_dice`` mixes the two; the IPD bench's ``off_policy`` experiment
+    separates them on the official protocol, where almost all of the lookahead's MSE reduction
+    comes from the cumulative baseline, which needs no replay, and replay adds a further factor
+    of a few (README, "Off-policy LOLA-DiCE, disentangled");
   * ``"lola_lvc"``: the LVC lookahead (same-step cross terms only; biased, low variance).
 
 A naive learner ignores the opponent's learning (``lookahead_steps`` is not used); a naive

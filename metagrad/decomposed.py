@@ -55,8 +55,10 @@ __all__ = [
     "STAGE_ROLES",
     "CriticKind",
     "CriticSpec",
+    "ExactInnerLoop",
     "MetaGradientSpec",
     "MetaParameter",
+    "RandomStreams",
     "StageRole",
     "StageSpec",
     "Staged",
@@ -66,7 +68,9 @@ __all__ = [
     "critic_values",
     "detached_leaf",
     "episodes_per_estimate",
+    "exact_inner_loop",
     "exact_meta_gradient",
+    "expected_injected_meta_gradient",
     "monte_carlo_values",
     "sample_meta_gradients",
     "sample_meta_gradients_wrt",
@@ -460,6 +464,50 @@ def critic_index(
     return index.reshape(T, B, *batch_shape), boot.reshape(B, *batch_shape)
 
 
+@dataclass(frozen=True)
+class RandomStreams:
+    """Independent random streams of one batched estimate, one per kind of randomness.
+
+    Common random numbers: every estimator scored on the same setting must see the same tasks,
+    trajectories and critic noise, so that differences between estimators are paired. Drawing
+    everything from one generator breaks this as soon as one estimator draws something another
+    does not (a critic's noise, a learned critic's episodes, replayed episodes): every later
+    trajectory shifts. Each kind therefore has its own generator, split from the caller's, and
+    each stage role its own set (:meth:`by_role`), so what one stage draws never shifts another:
+
+    * ``trajectories``: the fresh episodes of the stage, step after step (the engines draw a block
+      of uniforms whose size depends only on the batch, never on the policy or the estimator, so
+      the same stages consume the same numbers for every estimator);
+    * ``replay``: the replayed episodes of off-policy stages;
+    * ``critic``: critic noise and the episodes a learned critic fits on;
+    * ``injected``: the noise of an injected Hessian bias.
+    """
+
+    trajectories: torch.Generator | None = None
+    replay: torch.Generator | None = None
+    critic: torch.Generator | None = None
+    injected: torch.Generator | None = None
+
+    @classmethod
+    def split(cls, generator: torch.Generator | None) -> RandomStreams:
+        """One child generator per stream, seeded from ``generator`` in a fixed order (on its
+        device); ``None`` (torch's global generator) for every stream when ``generator`` is None."""
+        if generator is None:
+            return cls()
+        names = [f.name for f in dataclasses.fields(cls)]
+        seeds = torch.randint(0, 2**62, (len(names),), generator=generator, device=generator.device)
+        children = {
+            name: torch.Generator(device=generator.device).manual_seed(int(seed))
+            for name, seed in zip(names, seeds.tolist(), strict=True)
+        }
+        return cls(**children)
+
+    @classmethod
+    def by_role(cls, generator: torch.Generator | None) -> dict[StageRole, RandomStreams]:
+        """One :class:`RandomStreams` per stage role (inner, hessian, outer), split in that order."""
+        return {role: cls.split(generator) for role in STAGE_ROLES}
+
+
 class _Sampler:
     """State of one batched meta-gradient computation (task, spec, randomness, meta-parameters)."""
 
@@ -471,7 +519,8 @@ class _Sampler:
         generator: torch.Generator | None,
         eta: torch.Tensor | None,
     ) -> None:
-        self.task, self.spec, self.repeats, self.generator, self.eta = task, spec, repeats, generator, eta
+        self.task, self.spec, self.repeats, self.eta = task, spec, repeats, eta
+        self.streams = RandomStreams.by_role(generator)
         self.replays: dict[str, Trajectory] = {}
         self._values: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
 
@@ -508,7 +557,7 @@ class _Sampler:
             scale = exact.norm(dim=-1).reshape(-1) / S  # per table row (policy, step)
             entries, which = torch.unique(read, return_inverse=True)
             normal = torch.randn(
-                entries.shape, generator=self.generator, device=flat.device, dtype=flat.dtype
+                entries.shape, generator=self.streams[role].critic, device=flat.device, dtype=flat.dtype
             )
             values = values + spec.noise * normal[which] * scale[read // S]
         return values[: index.numel()].view(index.shape), values[index.numel() :].view(boot_index.shape)
@@ -539,7 +588,9 @@ class _Sampler:
 
     def _learned_critic(self, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
         """Tabular Monte Carlo fit of the value from independent episodes (0 where unvisited)."""
-        traj = rollout(self.task, theta, self.spec.critic.learned_episodes, generator=self.generator)
+        traj = rollout(
+            self.task, theta, self.spec.critic.learned_episodes, generator=self.streams[role].critic
+        )
         rewards = self._rewards(traj, role)
         returns = discounted_returns(stop_gradient(rewards), traj.discounts)  # [T, B, *G]
         return monte_carlo_values(
@@ -583,11 +634,14 @@ class _Sampler:
         return surrogate.mean(0).sum()
 
     def episodes(self, theta: torch.Tensor, n: int, role: StageRole) -> Trajectory:
-        """``n`` fresh episodes of every policy in ``theta`` for a stage of ``role``."""
-        return rollout(self.task, theta, n, generator=self.generator)
+        """``n`` fresh episodes of every policy in ``theta`` for a stage of ``role`` (from the
+        role's own trajectory stream: common random numbers, see :class:`RandomStreams`)."""
+        return rollout(self.task, theta, n, generator=self.streams[role].trajectories)
 
     def injected_bias(self, theta: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn(theta.shape, generator=self.generator, device=theta.device, dtype=theta.dtype)
+        eps = torch.randn(
+            theta.shape, generator=self.streams["hessian"].injected, device=theta.device, dtype=theta.dtype
+        )
         c = self.spec.hessian_bias
         return (theta**2 * (c + self.spec.hessian_bias_noise * eps)).mean((-2, -1)).sum()
 
@@ -642,7 +696,7 @@ def sample_meta_gradients_wrt(
             stage = spec.stage(role)
             if stage.replay:
                 sampler.replays[role] = rollout(
-                    task, stop_gradient(theta0), stage.replay, generator=generator
+                    task, stop_gradient(theta0), stage.replay, generator=sampler.streams[role].replay
                 )
         return _meta_gradients(sampler, theta0, eta_r, wrt)
 
@@ -701,7 +755,7 @@ class _CoupledSampler(_Sampler):
         super().__init__(task, spec, repeats, None, eta)
         self.seeds, self.blocks, self.device = seeds, blocks, device
         self.calls = dict.fromkeys(STAGE_ROLES, 0)
-        self.streams: list[torch.Generator] = []
+        self.block_streams: list[torch.Generator] = []
 
     def _stream(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
@@ -709,15 +763,18 @@ class _CoupledSampler(_Sampler):
     def objective(self, stage: StageSpec, theta: torch.Tensor, role: StageRole) -> torch.Tensor:
         a, b, other = self.seeds[STAGE_ROLES.index(role)][self.calls[role]]
         self.calls[role] += 1
-        self.generator = self._stream(other)  # critic noise, learned critics, injected bias
-        self.streams = (
+        # critic noise and learned critics from one shared stream, the injected bias from another
+        self.streams[role] = RandomStreams(
+            critic=self._stream(other), injected=self._stream((other + 1) % 2**62)
+        )
+        self.block_streams = (
             [self._stream((a, b)[i]) for i in self.blocks] if role == "inner" else [self._stream(a)]
         )
         return super().objective(stage, theta, role)
 
     def episodes(self, theta: torch.Tensor, n: int, role: StageRole) -> Trajectory:
-        size = n // len(self.streams)
-        return concat_episodes([rollout(self.task, theta, size, generator=g) for g in self.streams])
+        size = n // len(self.block_streams)
+        return concat_episodes([rollout(self.task, theta, size, generator=g) for g in self.block_streams])
 
 
 def concat_episodes(trajectories: list[Trajectory]) -> Trajectory:
@@ -791,7 +848,8 @@ def sample_meta_gradients(
         logits: ``[S, A]`` initial policy logits ``theta_0`` (or ``[N, S, A]``, one per task).
         spec: the per-stage recipe.
         repeats: ``R >= 1`` independent estimates.
-        generator: randomness for rollouts, critic noise and injected bias.
+        generator: randomness for rollouts, critic noise and injected bias (split into
+            :class:`RandomStreams`, so every estimator of a recipe sees the same episodes).
         eta: ``[S, A]`` intrinsic reward, required for ``meta_parameter="intrinsic_reward"``.
     Returns:
         ``[R, S, A]`` float64 estimates of ``d J_out(theta_K) / d phi`` (phi = theta_0 or eta);
@@ -825,3 +883,81 @@ def exact_meta_gradient(
             raise ValueError("eta: meta_parameter='intrinsic_reward' needs an intrinsic reward table [S, A]")
         return lirpg_meta_gradient(task, logits, eta, spec.inner_steps, spec.inner_lr, spec.objective)
     return maml_meta_gradient(task, logits, spec.inner_steps, spec.inner_lr, spec.objective)
+
+
+@dataclass(frozen=True, eq=False)
+class ExactInnerLoop:
+    """The exact inner loop of a recipe at one start: the Hessians ``[K, D, D]`` of the inner
+    objective at the exact iterates ``theta_0..theta_{K-1}`` and ``grad J(theta_K)`` ``[D]``
+    (float64, ``D = |S||A|``), from which every injected-bias prediction of that loop follows."""
+
+    hessians: torch.Tensor
+    outer_gradient: torch.Tensor
+
+
+def exact_inner_loop(task: TabularTask, logits: torch.Tensor, spec: MetaGradientSpec) -> ExactInnerLoop:
+    """:class:`ExactInnerLoop` of ``spec``'s K exact steps of size alpha from ``logits [S, A]``."""
+    if task.batch_shape:
+        raise ValueError("task: exact_inner_loop takes one task, not a batch")
+    _check_table(task, logits, "logits")
+    shape = (task.num_states, task.num_actions)
+
+    def objective(flat: torch.Tensor) -> torch.Tensor:
+        return tabular_return(task, flat.reshape(shape), spec.objective)
+
+    theta = stop_gradient(logits).to(torch.float64).reshape(-1)
+    hessians = []
+    with torch.enable_grad():
+        for _ in range(spec.inner_steps):
+            hessians.append(torch.autograd.functional.hessian(objective, theta, vectorize=True))
+            leaf = detached_leaf(theta)
+            (grad,) = torch.autograd.grad(objective(leaf), leaf)
+            theta = theta + spec.inner_lr * grad
+        leaf = detached_leaf(theta)
+        (outer,) = torch.autograd.grad(objective(leaf), leaf)
+    dim = shape[0] * shape[1]
+    stacked = torch.stack(hessians) if hessians else torch.zeros(0, dim, dim, dtype=torch.float64)
+    return ExactInnerLoop(stacked.detach(), outer.detach())
+
+
+def expected_injected_meta_gradient(
+    task: TabularTask,
+    logits: torch.Tensor,
+    spec: MetaGradientSpec,
+    *,
+    loop: ExactInnerLoop | None = None,
+) -> torch.Tensor:
+    """The exact expected meta-gradient under an injected Hessian bias, every stage exact.
+
+    With ``spec.hessian_bias = c``, each inner step adds ``mean(theta^2 (c + s eps))`` (mean over
+    the ``D = |S||A|`` entries, ``eps ~ N(0, 1)`` fresh per step and entry) to the Jacobian path
+    only (Liu et al. 2022, ``decompose_hess_theory.py``). Its curvature is ``diag(2 (c + s eps) / D)``,
+    so with the values exact the Jacobian of step k is ``I + alpha (H_k + diag(2 (c + s eps_k) / D))``
+    with ``H_k`` the exact Hessian at the exact iterate ``theta_k``; the factors are independent
+    across steps, so the expectation of their product is the product of their expectations and::
+
+        E[estimate] = (I + alpha (H_0 + 2 c' I)) ... (I + alpha (H_{K-1} + 2 c' I)) grad J(theta_K)
+
+    with ``c' = c / D`` (BACKGROUND.md section 4; the matrices are symmetric). Computed from the
+    explicit float64 Hessians (:func:`exact_inner_loop`; pass ``loop`` to reuse them across values
+    of ``c``), independently of the sampler; its distance to :func:`exact_meta_gradient` is the predicted
+    bias, a polynomial in ``c`` of degree K.
+
+    Args:
+        task: one MDP (not a batch); logits: ``[S, A]``; spec: all stages exact, ``hessian_bias`` set.
+    Returns:
+        ``[S, A]`` float64.
+    """
+    if spec.hessian_bias is None or any(not spec.stage(r).is_exact for r in STAGE_ROLES):
+        raise ValueError("spec: needs hessian_bias set and every stage exact")
+    if spec.meta_parameter != "logits" or spec.first_order:
+        raise ValueError(
+            "spec: the injected-bias prediction is for the MAML meta-gradient (logits, not first order)"
+        )
+    loop = exact_inner_loop(task, logits, spec) if loop is None else loop
+    dim = loop.outer_gradient.numel()
+    shift = 1.0 + spec.inner_lr * 2.0 * spec.hessian_bias / dim
+    vector = loop.outer_gradient
+    for hessian in reversed(loop.hessians):
+        vector = shift * vector + spec.inner_lr * (hessian.T @ vector)
+    return vector.reshape(task.num_states, task.num_actions)

@@ -20,10 +20,19 @@ are the registered ones of :mod:`metagrad.estimators`, fed the *joint* log-probs
 off-policy LOLA-DiCE (earlier trajectories reweighted by importance ratios, the paper's fix for
 compositional bias), ``lvc`` is the low-bias Hessian variant (same-time cross terms only), ``pg``
 drops the cross terms entirely (no shaping survives). No estimator math is rewritten here.
+
+Off-policy LOLA-DiCE changes two things at once. Replay raises the lookahead's sample size; and,
+given a critic, ``off_policy_dice`` baselines with the cumulative term
+``(rho_{0:t-1} - rho_{0:t}) b(s_t)`` where ``dice_baseline`` uses ``(1 - box(log pi_t)) b(s_t)``:
+a much stronger variance reduction that works without any replay. The IPD bench's ``off_policy``
+experiment scores both apart on the same episodes, along the official protocol (FIFO buffer of
+1024 episodes, :func:`replay_buffer` with ``behaviour`` of shape ``[J, 5]``); the official code
+itself baselines with value tables regressed on immediate rewards, close to none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +42,7 @@ import torch
 from metagrad.decomposed import (
     STAGE_ROLES,
     CriticSpec,
+    RandomStreams,
     Staged,
     StageRole,
     StageSpec,
@@ -65,6 +75,7 @@ __all__ = [
     "get_lola_variant",
     "lola_variant",
     "lookahead",
+    "replay_buffer",
     "sample_lola_gradients",
     "seat_order",
     "tabular_game_critic",
@@ -257,15 +268,38 @@ class GameSampler:
         generator: torch.Generator | None = None,
         replays: dict[str, IPDTrajectory] | None = None,
     ) -> None:
-        self.spec, self.generator = spec, generator
+        self.spec = spec
+        self.streams = RandomStreams.by_role(generator)
         self.replays = replays or {}
 
-    def rollout(self, theta1: torch.Tensor, theta2: torch.Tensor, n: int) -> IPDTrajectory:
+    def rollout(
+        self,
+        theta1: torch.Tensor,
+        theta2: torch.Tensor,
+        n: int,
+        role: StageRole = "inner",
+        stream: str = "trajectories",
+    ) -> IPDTrajectory:
+        """``n`` episodes of the pair from one of the role's
+        :class:`~metagrad.decomposed.RandomStreams`."""
         s = self.spec
-        return ipd_rollout(theta1, theta2, n, s.horizon, game=s.game, gamma=s.gamma, generator=self.generator)
+        return ipd_rollout(
+            theta1,
+            theta2,
+            n,
+            s.horizon,
+            game=s.game,
+            gamma=s.gamma,
+            generator=getattr(self.streams[role], stream),
+        )
 
     def critic(
-        self, theta1: torch.Tensor, theta2: torch.Tensor, who: int, traj: IPDTrajectory
+        self,
+        theta1: torch.Tensor,
+        theta2: torch.Tensor,
+        who: int,
+        traj: IPDTrajectory,
+        role: StageRole = "inner",
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """Critic values ``[T, B, R]`` and bootstrap ``[B, R]`` of ``V_who`` along ``traj``."""
         c = self.spec.critic
@@ -273,12 +307,12 @@ class GameSampler:
             return None, None
         t1, t2 = stop_gradient(theta1), stop_gradient(theta2)
         if c.kind == "learned":
-            table = tabular_game_critic(self.rollout(t1, t2, c.learned_episodes), who)
+            table = tabular_game_critic(self.rollout(t1, t2, c.learned_episodes, role, "critic"), who)
         else:
             table = ipd_state_values(t1, t2, self.spec.gamma, self.spec.horizon, self.spec.game)[who - 1]
             if c.noise > 0:
                 eps = torch.randn(
-                    table.shape, generator=self.generator, dtype=table.dtype, device=table.device
+                    table.shape, generator=self.streams[role].critic, dtype=table.dtype, device=table.device
                 )
                 table = table + c.noise * eps * table.norm(dim=-1, keepdim=True) / table.shape[-1]
         return critic_values(table, traj.states, traj.final_states, "finite")
@@ -290,11 +324,11 @@ class GameSampler:
         s = self.spec
         if stage.is_exact:
             return ipd_values(theta1, theta2, s.gamma, s.horizon, s.game)[who - 1].sum()
-        traj = self.rollout(theta1, theta2, stage.n)
+        traj = self.rollout(theta1, theta2, stage.n, role)
         log_probs = traj.joint_log_probs
         if stage.replay:
             traj, log_probs = with_replay(traj, self.replays[role], theta1, theta2)
-        values, bootstrap = self.critic(theta1, theta2, who, traj)
+        values, bootstrap = self.critic(theta1, theta2, who, traj, role)
         return game_surrogate(
             stage.estimator,
             traj,
@@ -304,6 +338,44 @@ class GameSampler:
             bootstrap_value=bootstrap,
             params=dict(stage.params),
         ).sum()
+
+
+def replay_buffer(
+    sampler: GameSampler,
+    mu1: torch.Tensor,
+    mu2: torch.Tensor,
+    episodes: int,
+    repeats: int,
+    role: StageRole = "inner",
+) -> IPDTrajectory:
+    """``episodes`` replayed episodes per repeat, ``[T, episodes, R]``, from the role's replay stream:
+    split evenly over the J behaviour pairs ``mu1, mu2 [J, 5]`` (or ``[5]``, J = 1), batch j
+    played by pair j, each episode keeping its own behaviour log-probs for the importance ratios.
+    """
+    mu1, mu2 = mu1.reshape(-1, 5), mu2.reshape(-1, 5)
+    batches = mu1.shape[0]
+    if episodes % batches:
+        raise ValueError(f"replay: {episodes} episodes do not split evenly over {batches} behaviour pairs")
+    shape = (repeats, batches, 5)
+    traj = sampler.rollout(
+        stop_gradient(mu1).to(torch.float64).expand(shape),
+        stop_gradient(mu2).to(torch.float64).expand(shape),
+        episodes // batches,
+        role,
+        "replay",
+    )  # [T, b, R, J]
+
+    def merge(x: torch.Tensor, final: bool) -> torch.Tensor:
+        if final:  # [b, R, J] -> [J * b, R]
+            return x.permute(2, 0, 1).reshape(episodes, repeats)
+        return x.permute(0, 3, 1, 2).reshape(x.shape[0], episodes, repeats)
+
+    return IPDTrajectory(
+        **{
+            f.name: merge(getattr(traj, f.name), f.name == "final_states")
+            for f in dataclasses.fields(IPDTrajectory)
+        }
+    )
 
 
 def _batched(x: torch.Tensor, repeats: int) -> torch.Tensor:
@@ -326,8 +398,12 @@ def sample_lola_gradients(
         spec: the per-stage recipe (``spec.agent`` says whose gradient).
         repeats: ``R >= 1``.
         generator: randomness for rollouts and critic noise.
-        behaviour: ``(mu1, mu2)`` logits ``[5]`` of the earlier policies whose episodes fill the
-            replay of off-policy stages (default: the current pair).
+        behaviour: ``(mu1, mu2)`` logits of the earlier policies whose episodes fill the replay of
+            off-policy stages (default: the current pair): ``[5]`` each for one earlier pair, or
+            ``[J, 5]`` for a buffer of J batches, one per earlier pair (a pair may repeat), the
+            replay of ``M`` episodes split into J batches of ``M / J`` (e.g. the FIFO buffer of
+            the official off-policy LOLA-DiCE, :func:`replay_buffer`). Replayed episodes come from
+            their own random stream, so the fresh episodes are the same with and without replay.
     Returns:
         ``[R, 5]`` float64 estimates of :func:`metagrad.exact.lola_gradient` for ``spec.agent``.
     """
@@ -339,13 +415,15 @@ def sample_lola_gradients(
     mu1, mu2 = (theta1, theta2) if behaviour is None else behaviour
     check_memory_one_logits(mu1, "behaviour[0]")
     check_memory_one_logits(mu2, "behaviour[1]")
+    if mu1.shape != mu2.shape or mu1.ndim > 2:
+        raise ValueError(
+            f"behaviour: expected two [5] or two [J, 5] logits, got {list(mu1.shape)} and {list(mu2.shape)}"
+        )
     sampler = GameSampler(spec, generator)
     for role in _replay_roles(spec):
         stage = spec.stage(role)
         if stage.replay:
-            sampler.replays[role] = sampler.rollout(
-                _batched(mu1, repeats).detach(), _batched(mu2, repeats).detach(), stage.replay
-            )
+            sampler.replays[role] = replay_buffer(sampler, mu1, mu2, stage.replay, repeats, role)
     agent, opponent = spec.agent, 3 - spec.agent
 
     with torch.enable_grad():

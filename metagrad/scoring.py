@@ -16,6 +16,10 @@ over tasks so that squared quantities add up: ``mse = bias^2 + (R - 1) / R * var
 * ``mse``: ``mean ||x - e||^2``; ``cosine_of_mean``: ``cos(m_n, e_n)`` averaged over tasks;
   ``relative_bias``: ``bias_debiased / rms ||e_n||``.
 Every metric carries an uncertainty (``*_se`` standard errors or the CI).
+
+:func:`task_metrics` gives the per-task values behind these averages (and the official code's
+own metrics), from which paired comparisons between estimators scored on the same tasks and
+samples are computed (a bootstrap over tasks of the per-task differences).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 
 from metagrad.validation import check_int, check_real
 
-__all__ = ["Score", "centred_cosine", "score"]
+__all__ = ["TASK_METRICS", "Score", "centred_cosine", "score", "task_metrics"]
 
 
 def centred_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,6 +108,42 @@ def _bootstrap_terms(
     eps = 1e-8  # torch.nn.functional.cosine_similarity's floor on each norm
     cos = dot / (norm_sq.clamp_min(0).sqrt().clamp_min(eps) * exact.norm(dim=-1).clamp_min(eps))
     return bias_sq, variance, cos
+
+
+# The per-task metrics of :func:`task_metrics`, in order
+TASK_METRICS: tuple[str, ...] = (
+    "bias_sq_debiased",
+    "mse",
+    "variance",
+    "corr",
+    "paper_bias",
+    "paper_variance",
+)
+
+
+def task_metrics(samples: torch.Tensor, exact: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-task metrics ``[N]`` of ``samples [N, R, D]`` against ``exact [N, D]``.
+
+    * ``bias_sq_debiased``: ``||m_n - e_n||^2 - tr(Cov_n) / R`` (unbiased for the squared bias of
+      task n; its mean over tasks is :class:`Score`'s ``bias_sq_debiased``);
+    * ``mse``: ``mean_r ||x_nr - e_n||^2``; ``variance``: ``tr(Cov_n)``; ``corr``: the papers'
+      centred cosine averaged over the task's estimates;
+    * the official code's own metrics (Liu et al. 2022, Theoretical-GMRL ``tabular/maml``), for
+      comparison with the paper's figures: ``paper_bias = ||m_n - e_n||^2 / D`` (not debiased) and
+      ``paper_variance = sum_d std_d`` (the sum over components of the unbiased standard deviation).
+    """
+    samples = torch.as_tensor(samples).detach().to(torch.float64)
+    exact = torch.as_tensor(exact).detach().to(torch.float64)
+    R, D = samples.shape[-2], samples.shape[-1]
+    bias_sq, variance = _bias_terms(samples, exact)
+    return {
+        "bias_sq_debiased": bias_sq - variance / R,
+        "mse": ((samples - exact.unsqueeze(-2)) ** 2).sum(-1).mean(-1),
+        "variance": variance,
+        "corr": centred_cosine(samples, exact.unsqueeze(-2)).mean(-1),
+        "paper_bias": bias_sq / D,
+        "paper_variance": samples.std(-2, unbiased=True).sum(-1),
+    }
 
 
 def score(

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from metagrad.app.cli import main
-from metagrad.app.suites.tabular import PRESETS, TabularBenchConfig, make_cells
+from metagrad.app.suites.tabular import (
+    EXTENSION_EXPERIMENTS,
+    OFFICIAL_EXPERIMENTS,
+    PRESETS,
+    TabularBenchConfig,
+    make_cells,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,14 +81,9 @@ def test_quick_bench_writes_rows_plots_summary(tmp_path, capsys):
         "config",
     }
     assert rows and all(required <= set(r) for r in rows)
-    assert {r["experiment"] for r in rows} == {
-        "decomposition",
-        "sweep_n",
-        "sweep_k",
-        "sweep_alpha",
-        "hessian_bias",
-    }
-    assert len(list(tmp_path.glob("tabular_quick_*.png"))) == 5
+    assert {r["experiment"] for r in rows} == set(OFFICIAL_EXPERIMENTS + EXTENSION_EXPERIMENTS)
+    assert all(len(r["per_task"]["mse"]) == r["num_tasks"] for r in rows)
+    assert len(list(tmp_path.glob("tabular_quick_*.png"))) == 7
     assert "Decomposition" in (tmp_path / "tabular_quick_summary.md").read_text()
     assert (tmp_path / "leaderboard.md").exists() and (tmp_path / "report.md").exists()
 
@@ -108,7 +109,7 @@ def test_bench_is_reproducible(tmp_path):
     # the store holds rows in completion order (parallel workers): compare by cell
     a = {r["cell_id"]: r for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())}
     b = {r["cell_id"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
-    assert set(a) == set(b) and len(a) == 7
+    assert set(a) == set(b) and len(a) == 5  # eee + 4 combinations of the quick preset
     assert all(a[k]["corr"] == b[k]["corr"] and a[k]["mse"] == b[k]["mse"] for k in a)
 
 
@@ -130,7 +131,9 @@ def test_bad_bench_arguments_fail_before_running(args, match):
         main([*args, "--no-progress", "--out", "/nonexistent/dir/x.jsonl"])
 
 
-def test_presets_follow_the_protocol():
+def test_liu2022_is_the_official_protocol():
+    """Every family of Theoretical-GMRL's tabular/maml/run_*.sh and tabular/lirpg/run_step.sh at its
+    own settings (BACKGROUND.md section 4)."""
     liu = PRESETS["liu2022"]
     assert (liu.num_states, liu.num_actions, liu.dirichlet_alpha, liu.gamma, liu.horizon) == (
         20,
@@ -139,29 +142,58 @@ def test_presets_follow_the_protocol():
         0.8,
         20,
     )
-    assert (liu.objective, liu.critic_noise, liu.inner_steps, liu.inner_lr, liu.n) == (
-        "infinite",
-        1.0,
-        1,
-        10.0,
-        32,
-    )
-    assert (liu.num_tasks, liu.repeats) == (10, 20)
-    assert liu.sweep_n == (2, 4, 8, 16, 32, 64, 128, 256) and liu.sweep_k == (1, 2, 3, 4, 5, 6)
-    assert liu.sweep_alpha == (1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0)
-    assert liu.hessian_bias_c == tuple(0.5 * i for i in range(1, 9))
-    dec = [c for c in make_cells(liu) if c.experiment == "decomposition"]
-    assert len(dec) == 28 and {c.spec.combination for c in dec} == {
-        "eel",
-        "ele",
-        "lee",
-        "ell",
-        "lel",
-        "lle",
-        "lll",
+    assert (liu.objective, liu.critic_noise, liu.num_tasks, liu.repeats) == ("infinite", 1.0, 10, 20)
+    cells = make_cells(liu)
+    by = {}
+    for c in cells:
+        by.setdefault(c.experiment, []).append(c)
+    powers = (2, 4, 8, 16, 32, 64, 128, 256)
+    combos = {"eel", "ele", "lee", "ell", "lel", "lle", "lll"}
+    dec = by["decomposition"]
+    assert len(dec) == 1 + 4 * 7 * 8 and dec[0].spec.combination == "eee"
+    assert {c.spec.combination for c in dec[1:]} == combos and {c.n for c in dec[1:]} == set(powers)
+    assert {(c.spec.inner_steps, c.spec.inner_lr) for c in dec} == {(1, 10.0)}
+    assert {c.estimator for c in dec[1:]} == {"dice", "loaded_dice", "lvc", "pg"}
+    k_ab = by["k_ablation"]
+    assert {c.estimator for c in k_ab} == {"pg"} and {c.n for c in k_ab} == {32}
+    assert {(c.spec.inner_steps, c.spec.combination) for c in k_ab} == {
+        (k, x) for k in range(1, 7) for x in combos
     }
+    a_ab = by["alpha_ablation"]
+    assert {(c.spec.inner_steps, c.spec.inner_lr) for c in a_ab} == {(5, float(a)) for a in range(1, 14, 2)}
+    sweep_n = by["sweep_n"]
+    assert {c.estimator for c in sweep_n} == {"pg", "dice"} and {c.n for c in sweep_n} == set(powers)
+    assert {(c.spec.combination, c.spec.inner_steps, c.spec.inner_lr) for c in sweep_n} == {("lee", 2, 3.0)}
+    sweep_k = by["sweep_k"]
+    assert {c.estimator for c in sweep_k} == {"pg", "lvc", "loaded_dice", "dice"}
+    assert {(c.spec.inner_steps, c.spec.inner_lr, c.n) for c in sweep_k} == {
+        (k, 3.0, 32) for k in range(1, 7)
+    }
+    sweep_alpha = by["sweep_alpha"]
+    assert {c.estimator for c in sweep_alpha} == {"pg", "dice"}
+    assert {(c.spec.inner_steps, c.spec.inner_lr) for c in sweep_alpha} == {
+        (6, float(a)) for a in range(1, 14, 2)
+    }
+    hess = by["hessian_bias"]
+    assert {(c.spec.inner_steps, c.spec.inner_lr, c.spec.hessian_bias) for c in hess} == {
+        (2, a, 0.5 * i) for a in (3.0, 3.5, 4.0, 4.5) for i in range(1, 9)
+    }
+    assert {c.spec.combination for c in hess} == {"eee"}
+    lirpg = by["lirpg"]
+    assert {(c.estimator, c.spec.combination, c.spec.meta_parameter) for c in lirpg} == {
+        (e, "ele", "intrinsic_reward") for e in ("pg", "lvc")
+    }
+    assert {(c.spec.inner_steps, c.n) for c in lirpg} == {
+        (k, n) for k in range(1, 6) for n in (16, 32, 64, 128, 256)
+    }
+    assert {dict(c.spec.hessian.params)["gae_lambda"] for c in lirpg} == {0.9}
+    # extensions are separately named experiments
+    assert {c.spec.inner_steps for c in by["hessian_bias_k"]} == set(range(1, 7))
+    assert PRESETS["liu2022_finite"].objective == "finite"
     with pytest.raises(ValueError, match="sweep_n"):
         TabularBenchConfig(sweep_n=(4, -1))
+    with pytest.raises(ValueError, match="budget_scales"):
+        TabularBenchConfig(budget_scales=(("nope", 1.0, 1.0),))
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -176,7 +208,7 @@ def test_readme_test_command_is_what_ci_runs():
 def test_cell_seed_depends_on_the_cell_not_on_the_rest_of_the_run():
     small = TabularBenchConfig(estimators=("pg",), experiments=("decomposition",))
     large = TabularBenchConfig(estimators=("pg", "dice"), sweep_alpha=(2.0,), experiments=("decomposition",))
-    keys_small = [c.key(small) for c in make_cells(small)]
+    keys_small = [c.key(small) for c in make_cells(small) if c.estimator == "pg"]
     keys_large = [c.key(large) for c in make_cells(large) if c.estimator == "pg"]
     assert keys_small == keys_large
     assert make_cells(small)[0].key(small) != make_cells(small)[0].key(TabularBenchConfig(seed=1))

@@ -51,7 +51,8 @@ from metagrad.testing import check_unbiased
 ROOT = Path(__file__).resolve().parent.parent
 METAGRAD = Path(sys.executable).with_name("metagrad")  # the console script of this environment
 
-# 7 cells (pg on the 7 stage combinations), 1 task x 2 repeats: well under a second in all.
+# The quick decomposition with pg (the exact recipe and pg on the quick preset's stage
+# combinations), 1 task x 2 repeats: well under a second in all.
 TINY_ARGS = [
     "bench",
     "tabular",
@@ -65,6 +66,12 @@ TINY_ARGS = [
     "decomposition",
     "--no-progress",
 ]
+
+
+def _tiny_cells(estimators: tuple[str, ...]) -> int:
+    """Cells of the TINY_ARGS run with these estimators."""
+    ((suite, config),) = _tiny_run(estimators=estimators)
+    return len(get_suite(suite).make_cells(config))
 
 
 def _tiny_run(**overrides):
@@ -99,10 +106,12 @@ def test_fresh_drops_only_the_rows_of_the_run_it_restarts(tmp_path):
     theirs = {r.cell_id for r in other_run[("tabular", "quick")]} | {"other-suite"}
     messages: list[str] = []
     again = run_bench(_tiny_run(), store, backend="serial", progress=False, fresh=True, log=messages.append)
-    assert any("dropped the 7 stored row(s)" in m for m in messages)
-    assert any("scored 7 cells" in m for m in messages)  # recomputed, not reused
+    n = len(ours)
+    assert n >= 4
+    assert any(f"dropped the {n} stored row(s)" in m for m in messages)
+    assert any(f"scored {n} cells" in m for m in messages)  # recomputed, not reused
     ids = [row["cell_id"] for row in _lines(store)]
-    assert theirs <= set(ids) and ours <= set(ids) and len(ids) == len(set(ids)) == 15
+    assert theirs <= set(ids) and ours <= set(ids) and len(ids) == len(set(ids)) == 2 * n + 1
     assert {r.cell_id: r.metrics for r in again[("tabular", "quick")]} == {
         r.cell_id: r.metrics for r in first[("tabular", "quick")]
     }
@@ -154,7 +163,8 @@ def test_non_finite_metrics_are_reported_by_cell_and_never_stored(tmp_path, bad_
     assert "NaN" not in text and "Infinity" not in text
     rows = _lines(store)
     assert all(math.isfinite(r[m]) for r in rows for m in ("mse", "bias_debiased", "corr"))
-    assert {r["estimator"] for r in rows} <= {"huge", "pg"} and len(rows) == 14 - len(failed)
+    assert {r["estimator"] for r in rows} <= {"huge", "pg", "exact"}
+    assert len(rows) == _tiny_cells(("huge", "pg")) - len(failed)
     leaderboard = (tmp_path / "leaderboard.md").read_text()
     assert "nan" not in leaderboard and "inf" not in leaderboard.replace("info", "")
     # the scorer itself refuses to return non-finite metrics, and the store never writes them
@@ -175,7 +185,8 @@ def test_an_estimator_returning_nan_is_named_with_its_cell(tmp_path, bad_estimat
             log=_quiet,
         )
     failures = exc.value.failures
-    assert len(failures) == 7 and not (tmp_path / "r.jsonl").exists()
+    assert len(failures) == _tiny_cells(("nan_dice",)) - 1  # all but the exact recipe's cell
+    assert (tmp_path / "r.jsonl").exists() and len(_lines(tmp_path / "r.jsonl")) == 1
     assert all(f.label.startswith("tabular/decomposition/nan_dice/") for f in failures)
     assert any("NaN" in f.error for f in failures)
 
@@ -229,13 +240,14 @@ def test_invalid_rows_are_set_aside_and_never_shadow_good_rows(tmp_path, capsys)
     report = ResultStore(store).load(warn=False)
     assert len(report.problems) == 7 and all("invalid row ignored" in p for p in report.problems)
     assert {cell_id: report.rows[cell_id].to_json()} == {cell_id: good[0]}  # the good row stands
-    assert len(report.rows) == 7
+    assert len(report.rows) == len(good) == _tiny_cells(("pg",))
     capsys.readouterr()
     assert _bench(store) == 0  # nothing recomputed, the outputs (plots included) are written
     out = capsys.readouterr().out
-    assert "7 of 7 cells already" in out and "invalid row ignored" in out
+    n = _tiny_cells(("pg",))
+    assert f"{n} of {n} cells already" in out and "invalid row ignored" in out
     assert cli.main(["check", "--against", str(store), "--backend", "serial", "--no-progress"]) == 0
-    assert "OK: 7 cells recomputed" in capsys.readouterr().out
+    assert f"OK: {n} cells recomputed" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +277,7 @@ def test_a_second_run_on_a_store_in_use_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    assert _bench(store) == 0 and len(_lines(store)) == 7  # the lock died with its holder
+    assert _bench(store) == 0 and len(_lines(store)) == _tiny_cells(("pg",))  # the lock died with its holder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +350,7 @@ def test_report_on_the_prefix_of_a_killed_run_reports_what_it_has(tmp_path, caps
         *_tiny_run(
             experiments=("decomposition", "sweep_n", "hessian_bias"),
             estimators=("pg", "lvc"),
-            sweep_estimators=("lvc",),
+            sweep_n_estimators=("lvc",),
         ),
         ("ipd", ipd),
     ]
@@ -387,7 +399,7 @@ _KILLED_RUN = ["bench", "tabular", "--preset", "quick", "--no-progress", "--work
 
 
 def _start_bench(store: Path) -> tuple[subprocess.Popen, set[int]]:
-    """A local-pool bench (2 workers, 49 cells) in its own session; returns it once it has
+    """A local-pool bench (2 workers, the quick tabular preset) in its own session; returns it once it has
     stored a row, with its children (the workers and the resource tracker)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "metagrad.app.cli", *_KILLED_RUN, str(store)],
@@ -425,7 +437,8 @@ def test_ctrl_c_and_sigterm_end_the_run_with_one_resume_line(tmp_path, sig, grou
     lines = [line for line in err.splitlines() if line.startswith("metagrad: interrupted")]
     assert len(lines) == 1, err
     stored = len(_lines(store))
-    assert f"({signal.Signals(sig).name}); {stored} of 49 cells are stored in {store}" in lines[0]
+    total = len(get_suite("tabular").make_cells(get_suite("tabular").config("quick")))
+    assert f"({signal.Signals(sig).name}); {stored} of {total} cells are stored in {store}" in lines[0]
     resume = lines[0].split("resume with: ", 1)[1]
     assert shlex.split(resume)[1:] == [*_KILLED_RUN, str(store)]
     assert not _gone(kids), "worker processes outlived the run"
@@ -771,7 +784,8 @@ def test_import_by_module_name_and_by_path_reaches_every_worker(tmp_path, backen
     )
     assert proc.returncode == 0, proc.stderr
     rows = _lines(tmp_path / "r.jsonl")
-    assert len(rows) == 14 and {r["estimator"] for r in rows} == {"from_cwd", "from_file"}
+    assert len(rows) == _tiny_cells(("pg", "dice"))  # as many cells as two built-in estimators
+    assert {r["estimator"] for r in rows} == {"from_cwd", "from_file", "exact"}
 
 
 def test_import_errors_are_one_line(tmp_path, monkeypatch):

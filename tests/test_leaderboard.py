@@ -15,8 +15,6 @@ from rowkit import row_json, synthetic_row
 
 from metagrad.app.check import check_against
 from metagrad.app.cli import main
-from metagrad.app.leaderboard import settings, write_leaderboard
-from metagrad.app.report import evaluate_claims
 from metagrad.app.rows import ResultRow
 from metagrad.app.runner import cell_from_row, run_bench
 from metagrad.app.store import ResultStore
@@ -30,12 +28,12 @@ TINY = dict(
     repeats=3,
     estimators=("dice", "pg"),
     combinations=("ele", "lll"),
-    sweep_estimators=("dice",),
+    sweep_n_estimators=("dice",),
     sweep_n=(4, 16),
+    sweep_k_estimators=("dice",),
     sweep_k=(1,),
-    sweep_alpha=(5.0,),
     hessian_bias_c=(1.0,),
-    hessian_bias_k=(1,),
+    experiments=("decomposition", "sweep_n", "sweep_k", "hessian_bias"),
 )
 
 
@@ -185,7 +183,7 @@ def test_ray_backend_gives_the_same_numbers(tmp_path):
         (["--num-tasks", "-1"], "num_tasks"),
         (["--n", "0"], "n:"),
         (["--repeats", "0"], "repeats"),
-        (["--inner-steps", "-1"], "K must be >= 0"),
+        (["--inner-steps", "-1"], "inner_steps"),
         (["--experiments", "sweep_q"], "experiments"),
         (["--backend", "mpi"], "invalid choice"),
     ],
@@ -253,7 +251,7 @@ def test_check_passes_unchanged_code_and_flags_a_changed_estimator(tmp_path, mon
     assert code == 1 and "MOVED" in out and "FAIL" in out
     movements, _, _ = check_against(store, backend="serial", progress=False)
     # pg with a critic has a lower-variance gradient and a biased Hessian: every cell moves
-    assert {m.label.rsplit("/", 1)[1] for m in movements} == {"eel", "ele", "lee", "ell", "lel", "lle", "lll"}
+    assert {m.label.rsplit("/", 1)[1] for m in movements} == {"eel", "ele", "lee", "lll"}  # quick's
 
 
 def test_check_rejects_missing_or_empty_files(tmp_path):
@@ -267,67 +265,6 @@ def test_check_rejects_missing_or_empty_files(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Report and leaderboard
 # ---------------------------------------------------------------------------------------------
-
-
-def _row(**kw):
-    return synthetic_row(**kw)
-
-
-def _sweep(experiment, xkey, values, biases, width=0.01, estimator="dice", **kw):
-    return [
-        _row(experiment=experiment, estimator=estimator, bias_debiased=b, bias_ci_low=max(b - width, 0),
-             bias_ci_high=b + width, **{xkey: x}, **kw)
-        for x, b in zip(values, biases, strict=True)
-    ]  # fmt: skip
-
-
-def test_claims_pass_on_evidence_that_meets_them_and_fail_otherwise():
-    ele = dict(experiment="decomposition", combination="ele")
-    off = dict(bench="ipd", experiment="off_policy", pair_kind="random", lookahead_lr=1.0)
-    good = [
-        *_sweep("sweep_n", "n_inner", [2, 8, 32, 128], [0.8, 0.4, 0.2, 0.1]),
-        *_sweep("sweep_k", "inner_steps", [1, 2, 3], [0.1, 0.3, 0.5]),
-        *_sweep("sweep_alpha", "inner_lr", [1.0, 5.0, 9.0], [0.05, 0.2, 0.6]),
-        *[_row(experiment="hessian_bias", hessian_bias_c=c, mse=c**2) for c in (0.5, 1, 2, 4)],
-        _row(**ele, estimator="pg", bias_debiased=0.09, bias_ci_low=0.06, bias_ci_high=0.11),
-        _row(**ele, estimator="lvc", bias_debiased=0.04, bias_ci_low=0.03, bias_ci_high=0.05),
-        _row(**ele, estimator="dice", bias_debiased=0.0, bias_ci_low=0.0, bias_ci_high=0.07),
-        _row(**ele, estimator="loaded_dice", bias_debiased=0.01, bias_ci_low=0.0, bias_ci_high=0.03),
-        _row(
-            **off, estimator="dice_baseline", replay=0, bias_debiased=0.5, bias_ci_low=0.3, bias_ci_high=0.6
-        ),
-        _row(
-            **off,
-            estimator="off_policy_dice",
-            replay=112,
-            bias_debiased=0.03,
-            bias_ci_low=0.0,
-            bias_ci_high=0.1,
-        ),
-    ]
-    verdicts = {c.name: c.verdict for c in evaluate_claims(good)}
-    assert set(verdicts.values()) == {"PASS"}, verdicts
-    bad = [
-        *_sweep("sweep_n", "n_inner", [2, 8, 32, 128], [0.1, 0.1, 0.1, 0.1]),  # flat: no decrease
-        *_sweep("sweep_k", "inner_steps", [1, 2, 3], [0.5, 0.3, 0.1]),  # decreasing
-    ]
-    verdicts = {c.name: c.verdict for c in evaluate_claims(bad)}
-    assert verdicts["compositional_bias_vs_n"] == "FAIL" and verdicts["compositional_bias_vs_k"] == "FAIL"
-    assert verdicts["off_policy_lola"] == "n/a"
-
-
-def test_leaderboard_ranks_by_bias_and_by_mse(tmp_path):
-    rows = [
-        _row(experiment="decomposition", estimator="a", bias_debiased=0.3, mse=0.5),
-        _row(experiment="decomposition", estimator="b", bias_debiased=0.1, mse=2.0),
-        _row(experiment="decomposition", estimator="c", bias_debiased=0.2, mse=1.0),
-        _row(experiment="decomposition", estimator="d", combination="lll"),  # alone in its setting
-    ]
-    assert len(settings(rows)) == 1
-    text = write_leaderboard(rows, tmp_path / "leaderboard.md").read_text()
-    table = [line for line in text.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
-    assert table[0].split("|")[2].strip() == "b" and table[0].split("|")[4].strip() == "a"
-    assert table[1].split("|")[2].strip() == "c" and table[1].split("|")[4].strip() == "c"
 
 
 def test_report_command_writes_report_and_leaderboard(tmp_path, capsys):

@@ -234,15 +234,16 @@ TINY = dict(
     sweep_lr=(0.3,),
     sweep_steps=(1,),
     off_policy_n=4,
-    off_policy_replay=(8,),
+    off_policy_buffer=12,
+    run_iterations=4,
 )
 
 
 def test_bench_cells_rows_and_keys():
     config = IPDBenchConfig(**TINY)
     cells = make_ipd_cells(config)
-    # per pair kind: 2 x 2 decomposition + 2 sweep_n + 1 + 1 + 2 x (1 + 1) off-policy
-    assert len(cells) == 2 * (4 + 2 + 1 + 1 + 4)
+    # per pair kind: 2 x 2 decomposition + 2 sweep_n + 1 + 1; off-policy on the 'run' pairs: 5 x 2
+    assert len(cells) == 2 * (4 + 2 + 1 + 1) + 10
     assert len({c.key(config) for c in cells}) == len(cells)
     row = run_ipd_cell(config, cells[1])
     stored = row.to_json()

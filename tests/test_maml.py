@@ -16,6 +16,7 @@ from metagrad.app.perf import maml_meta_iteration_time
 from metagrad.decomposed import (
     CriticSpec,
     MetaGradientSpec,
+    RandomStreams,
     StageSpec,
     episodes_per_estimate,
     sample_meta_gradients,
@@ -170,7 +171,8 @@ def test_zero_inner_steps_is_plain_policy_gradient():
     sampled = MAMLLearner(_config(spec), 4, 3, logits=theta0)
     got = sampled.meta_gradient(tasks, torch.Generator().manual_seed(3))["logits"]
     theta = theta0.expand(1, 6, 4, 3).clone().requires_grad_(True)
-    traj = rollout(tasks, theta, 16, generator=torch.Generator().manual_seed(3))
+    streams = RandomStreams.by_role(torch.Generator().manual_seed(3))  # the sampler's own streams
+    traj = rollout(tasks, theta, 16, generator=streams["outer"].trajectories)
     (manual,) = torch.autograd.grad(dice(traj.log_probs, traj.rewards, traj.discounts).mean(0).sum(), theta)
     torch.testing.assert_close(got, manual.reshape(6, 4, 3).mean(0))
 

@@ -367,8 +367,9 @@ def test_cells_are_queued_longest_first_by_their_suite_s_estimate():
     assert sorted(map(id, ordered)) == sorted(map(id, tasks))
     # the cost grows with the sampled episodes and the inner steps
     by = {(c.experiment, c.n, c.spec.inner_steps): tabular_suite.cell_cost(config, c) for _, _, c in tasks}
-    assert by[("sweep_n", 64, 1)] > by[("sweep_n", 4, 1)]
-    assert by[("sweep_k", 32, 3)] > by[("sweep_k", 32, 1)]
+    k = config.sweep_n_k
+    assert by[("sweep_n", 64, k)] > by[("sweep_n", 4, k)]
+    assert by[("sweep_k", config.comp_n, 3)] > by[("sweep_k", config.comp_n, 1)]
 
 
 def test_prepared_run_state_reaches_the_cells_without_recomputing():
@@ -376,7 +377,8 @@ def test_prepared_run_state_reaches_the_cells_without_recomputing():
     cell = next(c for c in ipd_suite.make_ipd_cells(config) if c.tags["pair_kind"] == "trained")
     states = prepare_states([("ipd", config, cell)])
     state = states[("ipd", config)]
-    assert set(state) == {("ipd_pairs", config, kind) for kind in config.pair_kinds}
+    kinds = {*config.pair_kinds, *config.off_policy_pair_kinds}  # quick runs the off-policy experiment
+    assert set(state) == {("ipd_pairs", config, kind) for kind in kinds}
     # a worker that receives the state reads these very pairs
     for key in state:
         _RUN_STATE.pop(key, None)
@@ -411,10 +413,10 @@ def test_sweep_states_cells_carry_their_state_count_and_stay_out_of_the_default_
         experiments=("sweep_states",),
         sweep_states=(70,),  # > 64 states: the binary-search sampler
         sweep_states_combinations=("lll",),
-        sweep_estimators=("loaded_dice",),
+        sweep_states_estimators=("loaded_dice",),
         num_tasks=2,
         repeats=3,
-        n=4,
+        sweep_states_n=4,
     )
     (cell,) = tabular_suite.make_cells(small)
     row = tabular_suite.run_cell(small, cell)

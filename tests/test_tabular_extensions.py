@@ -58,7 +58,7 @@ def test_hessian_scoring_rows_are_paired_and_rebuild():
             exact_derivatives(
                 task, tabular.target_logits(config, i, 0.5), "hessian", config.objective
             ).reshape(-1)
-            for i, task in enumerate(config.tasks())
+            for i, task in enumerate(config.tasks(config.num_tasks))
         ]
     )
     assert row.metrics.exact_norm == pytest.approx(float((exact**2).sum(-1).mean().sqrt()), rel=1e-12)
@@ -83,11 +83,11 @@ def test_target_policy_is_shared_across_eps_and_cells():
 
 def test_mlmc_preset_cells_and_rows():
     config = dataclasses.replace(
-        tabular.PRESETS["mlmc"], num_tasks=1, mlmc_repeats=6, sweep_estimators=("pg",), mlmc_max_level=2
+        tabular.PRESETS["mlmc"], num_tasks=1, mlmc_repeats=6, mlmc_plain_estimators=("pg",), mlmc_max_level=2
     )
     cells = tabular.make_cells(config)
     assert [c.estimator for c in cells] == ["pg", "mlmc", "pg", "pg", "pg"]
-    assert all(c.tags == {"estimates_per_task": 6} for c in cells)
+    assert all(c.repeats == 6 for c in cells)
     row = tabular.run_cell(config, cells[1])
     assert row.estimator == "mlmc" and row.metrics.repeats == 6
     assert row.get("mlmc_base") == "pg" and row.get("mlmc_max_level") == 2
@@ -96,6 +96,7 @@ def test_mlmc_preset_cells_and_rows():
     # the plain and the MLMC rows form one leaderboard setting
     plain = tabular.run_cell(config, cells[0])
     assert setting_key(plain) == setting_key(row)
+    assert plain.cell["pairing"] == row.cell["pairing"]  # the MLMC stage pairs with the plain ones
     stored = ResultRow.from_json(json.loads(json.dumps(row.to_json())))
     assert stored.episodes_per_estimate == row.episodes_per_estimate
     assert tabular.SUITE.rebuild(stored)[1].spec == cells[1].spec

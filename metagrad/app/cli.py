@@ -27,7 +27,7 @@ from metagrad.app.memory import InsufficientMemory
 from metagrad.app.options import Option, collect_overrides
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.provenance import run_metadata
-from metagrad.app.report import evaluate_claims, write_outputs
+from metagrad.app.report import failed, seed_table, write_outputs
 from metagrad.app.runner import BenchInterrupted, CellsFailed, RunResults, run_bench
 from metagrad.app.store import ResultStore, StoreError, check_output_path
 from metagrad.app.suites import SUITES, default_runs, get_suite
@@ -35,7 +35,7 @@ from metagrad.envs import ENV_IDS
 from metagrad.estimators import ESTIMATORS
 from metagrad.validation import check_int, check_real
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "parse_seeds"]
 
 DEFAULT_STORE = "results/rows.jsonl"
 
@@ -198,11 +198,34 @@ def _given(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, str
     return {o.dest: getattr(args, o.dest) for o in options if getattr(args, o.dest, None) is not None}
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Run seeds from ``"0-4"``, ``"0,2,5"`` or ``"0-2,7"`` (in order, without repeats)."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            low, _, high = part.partition("-") if not part.startswith("-") else (part, "", "")
+            first, last = int(low), int(high) if high else int(low)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            seeds += [s for s in range(first, last + 1) if s not in seeds]
+    except ValueError as exc:
+        raise SystemExit(f"metagrad: --seeds: expected e.g. 0-4 or 0,1,2 (seeds >= 0), got {text!r}") from exc
+    if not seeds:
+        raise SystemExit(f"metagrad: --seeds: no seeds in {text!r}")
+    return seeds
+
+
 def _bench_runs(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """The validated ``(suite, config)`` runs of a ``bench`` call (nothing runs before this)."""
+    """The validated ``(suite, config)`` runs of a ``bench`` call (nothing runs before this);
+    with ``--seeds``, every run once per seed."""
     plan = [(args.suite, args.preset)] if args.suite else [(s, args.preset or p) for s, p in default_runs()]
     every = {o.dest: o for s in SUITES.values() for o in s.options}
     given = _given(args, every.values())
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None and "seed" in given:
+        raise SystemExit("metagrad: give either --seed or --seeds, not both")
     experiments = tuple(x.strip() for x in (args.experiments or "").split(",") if x.strip())
     suites = [get_suite(name) for name, _ in plan]
     if experiments:
@@ -230,10 +253,13 @@ def _bench_runs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             if not mine:
                 continue
             overrides["experiments"] = mine
-        try:
-            runs.append((suite.name, suite.config(preset, **overrides)))
-        except (ValueError, TypeError) as exc:
-            raise SystemExit(f"metagrad: bad bench configuration: {exc}") from exc
+        for seed in seeds or [None]:
+            if seed is not None:
+                overrides["seed"] = seed
+            try:
+                runs.append((suite.name, suite.config(preset, **overrides)))
+            except (ValueError, TypeError) as exc:
+                raise SystemExit(f"metagrad: bad bench configuration: {exc}") from exc
     return runs
 
 
@@ -241,10 +267,11 @@ def _store_path(args: argparse.Namespace) -> Path:
     return Path(args.store or DEFAULT_STORE)
 
 
-def _print_written(written: dict[str, Path], total: int, store: Path) -> None:
+def _print_written(written: Any, total: int, store: Path) -> None:
+    table = f"; seed table {written['seed_table']}" if "seed_table" in written.paths else ""
     print(
-        f"{total} cells in {store}; leaderboard {written['leaderboard']}; report {written['report']}; "
-        f"per-run summaries and plots in {store.parent}/"
+        f"{total} cells in {store}; leaderboard {written['leaderboard']}; report {written['report']}"
+        f"{table}; per-run summaries and plots in {store.parent}/"
     )
 
 
@@ -297,10 +324,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     results: RunResults = {}
     for row in loaded.rows.values():
         results.setdefault((row.bench, row.preset), []).append(row)
-    written = write_outputs(results, store.parent)
-    for claim in evaluate_claims([r for rows in results.values() for r in rows]):
-        print(f"{claim.verdict:<5} {claim.name}: {claim.evidence}")
-    print(f"report {written['report']}; leaderboard {written['leaderboard']}")
+    present = sorted({r.seed for r in loaded.rows.values()})
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None:
+        missing = sorted(set(seeds) - set(present))
+        if missing:
+            raise SystemExit(f"metagrad: --seeds: no rows of seed(s) {missing} in {store} (it has {present})")
+    written = write_outputs(results, store.parent, seeds)
+    for seed, claims in written.claims.items():
+        for claim in claims:
+            print(f"seed {seed} {claim.verdict:<12} {claim.name}: {claim.evidence}")
+    if len(written.claims) > 1:
+        print(seed_table(written.claims))
+    _print_written(written, sum(len(v) for v in results.values()), store)
+    failures = failed(written.claims)
+    if args.strict and failures:
+        print(
+            "metagrad: --strict: FAIL in " + ", ".join(f"{name} (seed {seed})" for seed, name in failures),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -444,10 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
     experiments = "; ".join(f"{s.name}: {','.join(s.experiments)}" for s in SUITES.values())
     p_bench.add_argument("--experiments", default=None, help=f"comma-separated; {experiments}")
     p_bench.add_argument("--no-progress", action="store_true")
+    p_bench.add_argument(
+        "--seeds",
+        default=None,
+        help="run every suite once per run seed (e.g. 0-4 or 0,1,2) into one store; also writes "
+        "seed_table.md, the verdicts and fitted numbers of every claim per seed",
+    )
     p_bench.set_defaults(func=_cmd_bench)
 
     p_report = sub.add_parser("report", help="reproduction report and leaderboard from the stored rows")
     p_report.add_argument("--store", default=None, help=f"result store (default {DEFAULT_STORE})")
+    p_report.add_argument(
+        "--seeds",
+        default=None,
+        help="judge the claims on these run seeds of the store (e.g. 0-4; default: every seed) and "
+        "print / write the seed table (seed_table.md) when there are several",
+    )
+    p_report.add_argument("--strict", action="store_true", help="exit 1 when any claim FAILs")
     p_report.set_defaults(func=_cmd_report)
 
     p_check = sub.add_parser("check", help="recompute stored cells; exit 1 if a metric moved beyond its CI")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from metagrad.app.claims import fit_loglog_slope
+from metagrad.app.claims import power_law_exponent
 from metagrad.app.outputs import write_bytes_atomic
 from metagrad.app.rows import METRIC_FIELDS, ResultRow
 
@@ -50,7 +50,7 @@ def series_panel(
         else:
             err = [r.value(f"{ykey}_se") for r in rows] if f"{ykey}_se" in METRIC_FIELDS else None
         if loglog:
-            label = f"{label} (slope {fit_loglog_slope(x, y):.2f})"
+            label = f"{label} (exponent {power_law_exponent(x, np.asarray(y, dtype=float)):.2f})"
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
     if loglog or logx:
         ax.set_xscale("log")

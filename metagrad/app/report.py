@@ -2,30 +2,94 @@
 
 :func:`write_outputs` rebuilds everything a result store's rows give: per-run plots and summaries
 (``SUITE_PRESET_*``), ``leaderboard.md`` and ``report.md``. :func:`evaluate_claims` asks every
-registered suite for the claims its rows speak to; :func:`write_report` prints each with its
-criterion, evidence and verdict, then links the tables and embeds the plots.
+registered suite for the claims its rows of one run seed speak to; :func:`claims_by_seed` does
+so for every seed of a store; :func:`write_report` prints each claim with its criterion, the
+reason for it, the evidence and the verdict, then links the tables and embeds the plots. A store
+holding several run seeds also gets :func:`seed_table` (``seed_table.md``): the verdict and the
+fitted numbers of every claim for every seed, the robustness check of the verdicts.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from metagrad.app.claims import Claim
+from metagrad.app.claims import FAIL, Claim
 from metagrad.app.leaderboard import write_leaderboard
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.rows import ResultRow
 from metagrad.app.runner import RunResults
 from metagrad.app.suites import SUITES
 
-__all__ = ["evaluate_claims", "write_outputs", "write_report", "write_suite_outputs"]
+__all__ = [
+    "Outputs",
+    "claims_by_seed",
+    "evaluate_claims",
+    "failed",
+    "seed_table",
+    "write_outputs",
+    "write_report",
+    "write_suite_outputs",
+]
 
 
 def evaluate_claims(rows: list[ResultRow]) -> list[Claim]:
-    """Each claim every registered suite's rows speak to, with its verdict."""
+    """Each claim every registered suite's rows speak to, with its verdict (rows of one run
+    seed: the claims' statistics are over the tasks of one run)."""
+    seeds = sorted({r.seed for r in rows})
+    if len(seeds) > 1:
+        raise ValueError(f"evaluate_claims: rows of several run seeds {seeds}; use claims_by_seed")
     claims: list[Claim] = []
+    # the claims' statistics are over tasks: rows from before per-task metrics cannot serve
+    rows = [r for r in rows if r.per_task]
     for suite in SUITES.values():
         claims += suite.claims([r for r in rows if r.bench == suite.name])
     return claims
+
+
+def claims_by_seed(rows: list[ResultRow], seeds: list[int] | None = None) -> dict[int, list[Claim]]:
+    """:func:`evaluate_claims` per run seed (all the store's seeds, or ``seeds``)."""
+    present = sorted({r.seed for r in rows})
+    wanted = present if seeds is None else seeds
+    return {seed: evaluate_claims([r for r in rows if r.seed == seed]) for seed in wanted}
+
+
+def failed(claims: dict[int, list[Claim]]) -> list[tuple[int, str]]:
+    """``(seed, claim)`` of every FAIL."""
+    return [(seed, c.name) for seed, cs in claims.items() for c in cs if c.verdict == FAIL]
+
+
+def seed_table(claims: dict[int, list[Claim]]) -> str:
+    """Markdown: one row per claim, one column per seed, each cell the verdict and the claim's
+    fitted numbers for that seed."""
+    seeds = list(claims)
+    names = list(dict.fromkeys(c.name for cs in claims.values() for c in cs))
+    by = {(seed, c.name): c for seed, cs in claims.items() for c in cs}
+    lines = [
+        "| claim | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---" * (len(seeds) + 1) + "|",
+    ]
+    for name in names:
+        cells = []
+        for seed in seeds:
+            c = by.get((seed, name))
+            if c is None:
+                cells.append("-")
+                continue
+            numbers = c.summary or ", ".join(f"{k} {_short(v)}" for k, v in c.figures.items())
+            cells.append(f"**{c.verdict}**" + (f" ({numbers})" if numbers else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    counts = []
+    for name in names:
+        verdicts = [by[(s, name)].verdict for s in seeds if (s, name) in by]
+        counts.append(f"{name}: " + ", ".join(f"{v} {verdicts.count(v)}" for v in dict.fromkeys(verdicts)))
+    return "\n".join([*lines, "", "Verdicts per claim over the seeds: " + "; ".join(counts) + ".", ""])
+
+
+def _short(value: float) -> str:
+    if value == 0 or 1e-2 <= abs(value) < 1e3:
+        return f"{value:.3g}"
+    return f"{value:.2g}"
 
 
 def write_report(
@@ -34,35 +98,43 @@ def write_report(
     *,
     plots: list[Path] | None = None,
     summaries: list[Path] | None = None,
+    claims: dict[int, list[Claim]] | None = None,
 ) -> Path:
-    """``report.md``: each claim with its measured evidence and verdict, then the plots."""
+    """``report.md``: each claim with its measured evidence and verdict (per run seed; pass
+    ``claims`` from :func:`claims_by_seed` to reuse them), then the plots."""
     path = Path(path)
-    claims = evaluate_claims(rows)
+    by_seed = claims_by_seed(rows) if claims is None else claims
     commits = sorted({r.provenance.git_commit for r in rows})
     wall = sum(r.wall_s for r in rows)
     lines = [
         "# Reproduction report: Liu et al., NeurIPS 2022 (arXiv 2112.15400)",
         "",
-        f"{len(rows)} scored cells, {wall:.0f} s of cell compute, commit(s) "
-        f"{', '.join(f'`{c}`' for c in commits)}. Every figure is measured against the exact float64 "
-        "meta-gradient on the samples' own horizon and discount; CIs are 95% bootstrap intervals.",
+        f"{len(rows)} scored cells, {wall:.0f} s of cell compute, run seed(s) "
+        f"{', '.join(map(str, by_seed))}, commit(s) {', '.join(f'`{c}`' for c in commits)}. Every figure "
+        "is measured against the exact float64 meta-gradient (the official protocol's oracle in the "
+        "paper-parity preset); CIs are 95% bootstrap intervals over tasks unless stated. Verdicts: PASS "
+        "(supported), FAIL (contradicted), INCONCLUSIVE (the data cannot tell), n/a (rows missing).",
         "",
-        "| claim | verdict |",
-        "|---|---|",
     ]
-    lines += [f"| {c.name} | **{c.verdict}** |" for c in claims]
-    lines.append("")
-    for c in claims:
-        lines += [
-            f"## {c.name}: {c.verdict}",
-            "",
-            f"*Claim.* {c.statement}",
-            "",
-            f"*Criterion.* {c.criterion}.",
-            "",
-            f"*Measured.* {c.evidence}",
-            "",
-        ]
+    if len(by_seed) > 1:
+        lines += ["## Verdicts per seed", "", seed_table(by_seed)]
+    for seed, claims in by_seed.items():
+        lines += [f"## Seed {seed}", "", "| claim | verdict |", "|---|---|"]
+        lines += [f"| {c.name} | **{c.verdict}** |" for c in claims]
+        lines.append("")
+        for c in claims:
+            lines += [
+                f"### {c.name}: {c.verdict}",
+                "",
+                f"*Claim.* {c.statement}",
+                "",
+                f"*Criterion.* {c.criterion}.",
+                "",
+                f"*Why this criterion.* {c.source}.",
+                "",
+                f"*Measured.* {c.evidence}",
+                "",
+            ]
     if summaries:
         lines += ["## Tables", ""]
         lines += [f"- [{p.name}]({_relative(p, path.parent)})" for p in summaries]
@@ -85,22 +157,48 @@ def write_suite_outputs(suite: str, rows: list[ResultRow], folder: str | Path, s
     return [*plots, summary]
 
 
-def write_outputs(results: RunResults, folder: str | Path) -> dict[str, Path]:
-    """Per-run plots and summaries (``SUITE_PRESET_*``), then ``leaderboard.md`` and ``report.md``
-    over all the rows; returns the paths of the leaderboard and the report."""
+@dataclass(frozen=True)
+class Outputs:
+    """What :func:`write_outputs` wrote (``paths`` by name) and the claims per seed it judged."""
+
+    paths: dict[str, Path]
+    claims: dict[int, list[Claim]]
+
+    def __getitem__(self, name: str) -> Path:
+        return self.paths[name]
+
+
+def write_outputs(results: RunResults, folder: str | Path, seeds: list[int] | None = None) -> Outputs:
+    """Per-run plots and summaries (``SUITE_PRESET_*``, ``SUITE_PRESET_seedS_*`` for a run seed
+    other than the first), then ``leaderboard.md`` and ``report.md`` over all the rows, and
+    ``seed_table.md`` when the rows hold several run seeds (``seeds``: only those)."""
     folder = Path(folder)
     plots: list[Path] = []
     summaries: list[Path] = []
-    all_rows: list[ResultRow] = []
+    all_rows: list[ResultRow] = [
+        r for rows in results.values() for r in rows if seeds is None or r.seed in seeds
+    ]
+    first = min((r.seed for r in all_rows), default=0)
     for (suite, preset), rows in results.items():
-        written = write_suite_outputs(suite, rows, folder, f"{suite}_{preset}")
-        plots += [p for p in written if p.suffix == ".png"]
-        summaries += [p for p in written if p.suffix == ".md"]
-        all_rows += rows
-    return {
+        for seed in sorted({r.seed for r in rows}):
+            stem = f"{suite}_{preset}" + ("" if seed == first else f"_seed{seed}")
+            if seeds is not None and seed not in seeds:
+                continue
+            written = write_suite_outputs(suite, [r for r in rows if r.seed == seed], folder, stem)
+            plots += [p for p in written if p.suffix == ".png" and seed == first]
+            summaries += [p for p in written if p.suffix == ".md"]
+    by_seed = claims_by_seed(all_rows)
+    out = {
         "leaderboard": write_leaderboard(all_rows, folder / "leaderboard.md"),
-        "report": write_report(all_rows, folder / "report.md", plots=plots, summaries=summaries),
+        "report": write_report(
+            all_rows, folder / "report.md", plots=plots, summaries=summaries, claims=by_seed
+        ),
     }
+    if len(by_seed) > 1:
+        out["seed_table"] = write_text_atomic(
+            folder / "seed_table.md", "# Verdicts per seed\n\n" + seed_table(by_seed)
+        )
+    return Outputs(out, by_seed)
 
 
 def _relative(p: Path, base: Path) -> str:

@@ -12,6 +12,8 @@ A row is stored as one flat JSON object (easy to load with ``pandas.read_json(li
                 lower is better), derived from the row: written to the JSON, recomputed on load
     seed        the run seed
     metrics     the fields of metagrad.scoring.Score (corr, bias_debiased, its CI, mse, ...)
+    per_task    {metric: [one value per task]} (metagrad.scoring.task_metrics and suite extras):
+                what paired comparisons between estimators on the same tasks are computed from
     wall_s      seconds the cell took
     structure   spec, cell, config (everything needed to recompute the cell)
     provenance  versions, git_commit, device, torch_threads, host
@@ -46,8 +48,9 @@ _STRUCTURE = ("spec", "cell", "config")
 _PROVENANCE = ("versions", "git_commit", "device", "torch_threads", "host")
 _OTHER = ("seed", "wall_s", "episodes_per_estimate")
 DERIVED_FIELDS: tuple[str, ...] = ("mse_x_episodes", "mse_x_episodes_se")
+_PER_TASK = "per_task"
 RESERVED: frozenset[str] = frozenset(
-    (*_IDENTITY, *_STRUCTURE, *_PROVENANCE, *_OTHER, *METRIC_FIELDS, *DERIVED_FIELDS)
+    (*_IDENTITY, *_STRUCTURE, *_PROVENANCE, *_OTHER, *METRIC_FIELDS, *DERIVED_FIELDS, _PER_TASK)
 )
 
 
@@ -94,6 +97,7 @@ class ResultRow:
     cell: Mapping[str, Any]
     config: Mapping[str, Any]
     provenance: Provenance
+    per_task: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # metric -> [N]
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys of a newer schema, kept as is
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -146,6 +150,7 @@ class ResultRow:
             "cell": dict(self.cell),
             "config": dict(self.config),
             **self.provenance.to_json(),
+            **({_PER_TASK: {k: list(v) for k, v in self.per_task.items()}} if self.per_task else {}),
             **dict(self.extra),
         }
 
@@ -175,6 +180,7 @@ class ResultRow:
         for name, value in setting.items():
             if isinstance(value, dict) or (isinstance(value, float) and not math.isfinite(value)):
                 raise RowError(f"{name}: expected a finite scalar or a list, got {value!r}")
+        per_task = _per_task(data.get(_PER_TASK, {}), metrics["num_tasks"])
         return cls(
             cell_id=data["cell_id"],
             bench=data["bench"],
@@ -197,6 +203,7 @@ class ResultRow:
                 torch_threads=int(_number("torch_threads", data["torch_threads"], integer=True)),
                 host=data["host"],
             ),
+            per_task=per_task,
         )
 
 
@@ -211,6 +218,18 @@ def _check_cell(cell: dict[str, Any]) -> None:
         if not isinstance(cell.get(name), kind):
             raise RowError(f"cell.{name}: expected {kind.__name__}, got {cell.get(name)!r}")
     _number("cell.n", cell.get("n"), integer=True)
+
+
+def _per_task(value: Any, num_tasks: int) -> dict[str, tuple[float, ...]]:
+    """Validate the ``per_task`` object: one list of ``num_tasks`` finite numbers per metric."""
+    if not isinstance(value, dict):
+        raise RowError(f"{_PER_TASK}: expected an object, got {type(value).__name__}")
+    out = {}
+    for name, values in value.items():
+        if not isinstance(values, list) or len(values) != num_tasks:
+            raise RowError(f"{_PER_TASK}.{name}: expected a list of {num_tasks} numbers (one per task)")
+        out[name] = tuple(_number(f"{_PER_TASK}.{name}", v) for v in values)
+    return out
 
 
 def _number(name: str, value: Any, integer: bool = False) -> Any:

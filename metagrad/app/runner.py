@@ -42,7 +42,7 @@ __all__ = [
     "score_tasks",
 ]
 
-RunResults = dict[tuple[str, str], list[ResultRow]]  # (suite, preset) -> rows in cell order
+RunResults = dict[tuple[str, str], list[ResultRow]]  # (suite, preset) -> rows in cell order (all seeds)
 
 
 class CellsFailed(RuntimeError):
@@ -176,10 +176,9 @@ def run_bench(
         f"metagrad: peak resident memory {own:.0f} MiB in this process, "
         f"{workers_peak:.0f} MiB in the largest child process (the pool's workers)"
     )
-    results = {
-        (suite, config.preset): [stored[key] for key in keys if key in stored]
-        for suite, config, _, keys in listed
-    }
+    results: RunResults = {}
+    for suite, config, _, keys in listed:  # runs of several seeds of one preset share a key
+        results.setdefault((suite, config.preset), []).extend(stored[key] for key in keys if key in stored)
     if failures:
         raise CellsFailed(failures, results)
     return results

@@ -6,6 +6,16 @@ A *cell* is one scored setting of a suite: an experiment label, an estimator lab
 recipe with the config fields that define its tasks, budget and seed (``config.CELL_FIELDS``),
 never its position in the run, so a cell can be recomputed alone with the same numbers.
 
+**Common random numbers.** A cell's randomness is seeded from its *setting*, never from its
+estimator (:func:`cell_seed`, :meth:`Cell.pairing`): the recipe with every field that names the
+estimator (``estimator``, its ``params``, ``replay``, ``critic``: :data:`ESTIMATOR_FIELDS`) blanked,
+plus the config fields, tags and repeats. Every estimator scored on one setting therefore sees the
+same tasks, trajectories and critic noise (the library splits one generator into independent
+streams, :class:`metagrad.decomposed.RandomStreams`, so what one estimator draws and another does
+not never shifts the shared draws), and the same function registered under two names scores
+bit-identically. Rows record the pairing key (``cell["pairing"]``) and per-task metrics
+(``per_task``), from which :mod:`metagrad.app.paired` computes paired differences.
+
 A *suite* (:class:`Suite`) bundles everything the runner, the CLI, ``metagrad list``, the
 leaderboard and the report need: presets, the cells of a run, the cell scorer, its outputs
 (plots, summary, claims), its CLI options and the row fields that define a setting. Adding a
@@ -30,9 +40,10 @@ from metagrad.app.options import Option
 from metagrad.app.provenance import config_hash, provenance
 from metagrad.app.rows import ResultRow
 from metagrad.decomposed import CriticSpec, StageSpec
-from metagrad.scoring import Score, score
+from metagrad.scoring import Score, score, task_metrics
 
 __all__ = [
+    "ESTIMATOR_FIELDS",
     "STAGED_SPEC_FIELDS",
     "BenchConfig",
     "Cell",
@@ -46,6 +57,7 @@ __all__ = [
     "make_row",
     "run_state",
     "scored_row",
+    "setting_only",
 ]
 
 # The nested dataclasses of a three-stage spec (MetaGradientSpec, LolaSpec), for rebuilding it
@@ -55,6 +67,26 @@ STAGED_SPEC_FIELDS: dict[str, type] = {
     "outer": StageSpec,
     "critic": CriticSpec,
 }
+
+
+# Recipe fields that name the estimator rather than the setting it is scored on: blanked in the
+# seed of a cell (a sampled stage keeps only that it is sampled, its n and its role).
+ESTIMATOR_FIELDS: tuple[str, ...] = ("estimator", "params", "replay", "critic", "mlmc")
+
+
+def setting_only(recipe: Any) -> Any:
+    """A recipe's plain-dict form without what names the estimator (see :data:`ESTIMATOR_FIELDS`)."""
+    if isinstance(recipe, dict):
+        out = {}
+        for name, value in recipe.items():
+            if name == "estimator":
+                out[name] = "exact" if value == "exact" else "sampled"
+            elif name not in ESTIMATOR_FIELDS:
+                out[name] = setting_only(value)
+        return out
+    if isinstance(recipe, (list, tuple)):
+        return [setting_only(v) for v in recipe]
+    return recipe
 
 
 class BenchConfig(Protocol):
@@ -78,7 +110,10 @@ class Recipe(Protocol):
 @dataclass(frozen=True)
 class Cell:
     """One scored setting: experiment, estimator label, recipe, sample size, extra row fields
-    (not part of the key) and tags (part of the key, e.g. ``{"pair_kind": "random"}``)."""
+    (not part of the key), tags (part of the key, e.g. ``{"pair_kind": "random"}``), the
+    estimates per task (``repeats``; 0: the config's) and the number of tasks (``tasks``; 0: the
+    config's; a suite's tasks are the same for every count, so a cell with fewer tasks scores the
+    first ones of a cell with more)."""
 
     experiment: str
     estimator: str
@@ -86,18 +121,41 @@ class Cell:
     n: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, Any] = field(default_factory=dict)
+    repeats: int = 0
+    tasks: int = 0
 
-    def key(self, config: BenchConfig) -> str:
+    def _payload(self, config: BenchConfig, spec: Any) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "config": {name: getattr(config, name) for name in config.CELL_FIELDS},
-            "experiment": self.experiment,
-            "spec": self.spec.to_dict(),
+            "spec": spec,
         }
         if self.tags:
             payload["tags"] = self.tags
-        return config_hash(payload)
+        if self.repeats:
+            payload["repeats"] = self.repeats
+        if self.tasks:
+            payload["tasks"] = self.tasks
+        return payload
 
-    def describe(self) -> dict[str, Any]:
+    def key(self, config: BenchConfig) -> str:
+        """The cell's identity: config fields, experiment, recipe, tags, repeats."""
+        return config_hash({**self._payload(config, self.spec.to_dict()), "experiment": self.experiment})
+
+    def pairing(self, config: BenchConfig) -> str:
+        """The key of the cell's setting (config fields, tags, budget and its recipe without the
+        estimator, see :func:`setting_only`): cells with the same pairing key share their random
+        numbers."""
+        return config_hash(self._payload(config, setting_only(self.spec.to_dict())))
+
+    def estimates(self, config: BenchConfig) -> int:
+        """Estimates per task: ``repeats`` or the config's."""
+        return self.repeats or config.repeats
+
+    def num_tasks(self, config: Any) -> int:
+        """Tasks scored: ``tasks`` or the config's ``num_tasks``."""
+        return self.tasks or config.num_tasks
+
+    def describe(self, config: BenchConfig) -> dict[str, Any]:
         """The cell's own description in a row (with the config, enough to rebuild it)."""
         return {
             "experiment": self.experiment,
@@ -105,6 +163,9 @@ class Cell:
             "n": self.n,
             "extra": dict(self.extra),
             "tags": dict(self.tags),
+            "repeats": self.repeats,
+            "tasks": self.tasks,
+            "pairing": self.pairing(config),
         }
 
 
@@ -125,8 +186,9 @@ def install_run_state(state: Mapping[Any, Any]) -> None:
 
 
 def cell_seed(config: BenchConfig, cell: Cell) -> int:
-    """The seed of a cell's randomness: its key mixed with the run seed."""
-    return int(cell.key(config), 16) % (2**62) + config.seed
+    """The seed of a cell's randomness: its setting's key (:meth:`Cell.pairing`, never the
+    estimator) mixed with the run seed."""
+    return int(cell.pairing(config), 16) % (2**62) + config.seed
 
 
 def scored_row(
@@ -140,10 +202,14 @@ def scored_row(
     episodes_per_estimate: float,
     started: float,
     device: str,
+    per_task: Mapping[str, torch.Tensor] | None = None,
 ) -> ResultRow:
-    """Score ``samples [N, R, D]`` against ``exact [N, D]`` (the bootstrap seeded from the cell)
-    and build the cell's row; ``started`` is the ``time.perf_counter()`` at the cell's start."""
+    """Score ``samples [N, R, D]`` against ``exact [N, D]`` (the bootstrap seeded from the cell's
+    setting, so paired cells resample the same repeats) and build the cell's row with its
+    per-task metrics (:func:`metagrad.scoring.task_metrics`, plus the suite's ``per_task``
+    extras, ``[N]`` each); ``started`` is the ``time.perf_counter()`` at the cell's start."""
     metrics = score(samples, exact, generator=torch.Generator().manual_seed(cell_seed(config, cell)))
+    tasks = {**task_metrics(samples, exact), **(per_task or {})}
     return make_row(
         bench,
         config,
@@ -153,6 +219,7 @@ def scored_row(
         episodes_per_estimate=episodes_per_estimate,
         wall_s=time.perf_counter() - started,
         device=device,
+        per_task={name: tuple(float(v) for v in values.reshape(-1)) for name, values in tasks.items()},
     )
 
 
@@ -166,9 +233,11 @@ def make_row(
     episodes_per_estimate: float,
     wall_s: float,
     device: str,
+    per_task: Mapping[str, tuple[float, ...]] | None = None,
 ) -> ResultRow:
     """The result row of a scored cell: identity, the suite's ``setting`` fields (with the
-    cell's tags and extra fields), cost, metrics, then what rebuilds it and provenance."""
+    cell's tags and extra fields), cost, metrics, per-task metrics, then what rebuilds it and
+    provenance."""
     return ResultRow(
         cell_id=cell.key(config),
         bench=bench,
@@ -182,9 +251,10 @@ def make_row(
         metrics=metrics,
         wall_s=wall_s,
         spec=cell.spec.to_dict(),
-        cell=cell.describe(),
+        cell=cell.describe(config),
         config=dataclasses.asdict(config),  # type: ignore[call-overload]
         provenance=provenance(device),
+        per_task=dict(per_task or {}),
     )
 
 
@@ -303,7 +373,14 @@ class Suite:
         spec = dataclass_from_dict(spec_class, row.spec, nested)
         desc = row.cell
         cell = Cell(
-            desc["experiment"], desc["estimator"], spec, desc["n"], dict(desc["extra"]), dict(desc["tags"])
+            desc["experiment"],
+            desc["estimator"],
+            spec,
+            desc["n"],
+            dict(desc["extra"]),
+            dict(desc["tags"]),
+            int(desc.get("repeats", 0)),
+            int(desc.get("tasks", 0)),
         )
         if cell.key(config) != row.cell_id:
             raise ValueError(f"row {row.cell_id}: the rebuilt cell hashes to {cell.key(config)}")

@@ -11,7 +11,13 @@ Policy pairs:
   the pair shifted by ``behaviour_shift * N(0, 1)`` (a policy one small update earlier);
 * ``trained``: the pair after ``train_iterations`` simultaneous exact-LOLA updates from a random
   start (Adam, lr 0.1, lookahead ``train_lookahead_lr``); the behaviour pair is the one
-  ``behaviour_lag`` updates earlier on the same run.
+  ``behaviour_lag`` updates earlier on the same run;
+* ``run``: the official off-policy protocol (Theoretical-GMRL ``lola/lola_dice_off_policy.py``):
+  ``num_pairs`` points spread along one training run of ``run_iterations`` simultaneous
+  off-policy LOLA-DiCE updates from zero logits (lookahead 0.3, 128 + 128 episodes, Adam 0.1),
+  each with the official FIFO buffer of 1024 episodes: the 128 fresh ones and 896 replayed from
+  the earlier pairs that filled it (two batches of 128 per update, one per agent's lookahead, the
+  buffer first filled at the zero logits).
 
 Experiments:
 
@@ -20,10 +26,15 @@ Experiments:
 * ``sweep_n``: the fully sampled practical LOLA-DiCE (shared lookahead batch) against the batch n;
 * ``sweep_lr``, ``sweep_steps``: compositional bias (lookahead sampled, rest exact) against the
   lookahead step size and number of lookahead steps;
-* ``off_policy``: on-policy ``dice_baseline`` lookahead with n episodes against off-policy DiCE with
-  the same n plus replayed earlier episodes (Liu et al. 2022's fix for compositional bias), at
-  lookahead step ``off_policy_lookahead_lr`` (1.0: large enough for the compositional bias of a
-  16-episode lookahead to show).
+* ``off_policy``: the off-policy fix of Liu et al. 2022 disentangled, at the official protocol
+  (``run`` pairs, lookahead 0.3, n = 128, replay 896), every variant on the same fresh episodes:
+  the lookahead by ``dice_baseline`` (LOLA-DiCE: baseline ``(1 - box(log pi_t)) b``), by
+  ``off_policy_dice`` without replay (its cumulative baseline ``(rho_{t-1} - rho_t) b``), by
+  ``off_policy_dice`` with the replayed buffer, and without any baseline, by ``dice`` on-policy and
+  ``off_policy_dice`` with the buffer (the official code's own pattern: its value tables regress on
+  the immediate rewards, a baseline of about -1..-3 against returns of about -25..-50, which these
+  rows approximate by none). Each variant with the outer gradient exact ('lle', the lookahead
+  alone) and sampled with 128 episodes ('lll').
 """
 
 from __future__ import annotations
@@ -34,10 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from metagrad.agents.lola import GameConfig, LearnerConfig, play
-from metagrad.app.claims import fit_loglog_slope, ipd_claims
+from metagrad.app.claims import ipd_claims, power_law_exponent
 from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
@@ -65,22 +77,26 @@ from metagrad.lola import (
 from metagrad.validation import check_int, check_real, check_seed
 
 __all__ = [
+    "BASELINES",
     "EXPERIMENTS",
     "PAIR_KINDS",
     "PRESETS",
     "SUITE",
     "IPDBenchConfig",
+    "fifo_buffer_updates",
     "ipd_cell_cost",
     "make_ipd_cells",
     "policy_pairs",
     "prepare_pairs",
     "run_ipd_cell",
+    "training_run",
     "write_ipd_plots",
     "write_ipd_summary",
 ]
 
 EXPERIMENTS = ("decomposition", "sweep_n", "sweep_lr", "sweep_steps", "off_policy")
-PAIR_KINDS = ("random", "trained")
+PAIR_KINDS = ("random", "trained", "run")
+BASELINES = ("per_step", "cumulative", "none")
 _CELL_FIELDS = (
     "env",
     "game",
@@ -93,6 +109,8 @@ _CELL_FIELDS = (
     "train_lookahead_lr",
     "behaviour_shift",
     "behaviour_lag",
+    "run_iterations",
+    "off_policy_buffer",
 )
 
 
@@ -110,7 +128,7 @@ class IPDBenchConfig:
     num_pairs: int = 6
     repeats: int = 16
     seed: int = 0
-    pair_kinds: tuple[str, ...] = PAIR_KINDS
+    pair_kinds: tuple[str, ...] = ("random", "trained")
     train_iterations: int = 50
     train_lookahead_lr: float = 0.3
     behaviour_shift: float = 0.05
@@ -126,9 +144,13 @@ class IPDBenchConfig:
     sweep_n: tuple[int, ...] = (16, 32, 64, 128, 256)
     sweep_lr: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
     sweep_steps: tuple[int, ...] = (1, 2, 3)
-    off_policy_n: int = 16
-    off_policy_replay: tuple[int, ...] = (16, 48, 112)
-    off_policy_lookahead_lr: float = 1.0
+    # the official off-policy protocol (lola/lola_dice_off_policy.py): lookahead 0.3, 128 + 128
+    # episodes, a FIFO buffer of 1024 episodes (128 per agent's lookahead per update)
+    off_policy_pair_kinds: tuple[str, ...] = ("run",)
+    off_policy_n: int = 128
+    off_policy_buffer: int = 1024
+    off_policy_lookahead_lr: float = 0.3
+    run_iterations: int = 100
     experiments: tuple[str, ...] = EXPERIMENTS
 
     def __post_init__(self) -> None:
@@ -139,8 +161,14 @@ class IPDBenchConfig:
         if envs[self.env] != self.game:
             raise ValueError(f"env: {self.env!r} plays game {envs[self.env]!r}, but game is {self.game!r}")
         check_gamma(self.gamma)
-        for name in ("horizon", "num_pairs", "n", "off_policy_n"):
+        for name in ("horizon", "num_pairs", "n", "off_policy_n", "run_iterations"):
             check_int(name, getattr(self, name))
+        check_int("off_policy_buffer", self.off_policy_buffer, 2 * self.off_policy_n)
+        if self.off_policy_buffer % self.off_policy_n:
+            raise ValueError(
+                f"off_policy_buffer: {self.off_policy_buffer} is not a whole number of batches of "
+                f"off_policy_n = {self.off_policy_n}"
+            )
         check_int("repeats", self.repeats, 2)
         check_seed("seed", self.seed)
         check_int("train_iterations", self.train_iterations, 0)
@@ -150,8 +178,8 @@ class IPDBenchConfig:
             raise ValueError(
                 f"behaviour_lag: {self.behaviour_lag} exceeds train_iterations {self.train_iterations}"
             )
-        if any(v < 1 for v in (*self.sweep_n, *self.off_policy_replay)):
-            raise ValueError("sweep_n / off_policy_replay: sample sizes must be >= 1")
+        if any(v < 1 for v in self.sweep_n):
+            raise ValueError("sweep_n: sample sizes must be >= 1")
         if any(k < 0 for k in self.sweep_steps):
             raise ValueError(f"sweep_steps: lookahead steps must be >= 0, got {self.sweep_steps}")
         check_real("behaviour_shift", self.behaviour_shift, minimum=0.0)
@@ -169,12 +197,18 @@ class IPDBenchConfig:
         for combo in self.combinations:
             if combo not in COMBINATIONS:
                 raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
-        for kind in self.pair_kinds:
-            if kind not in PAIR_KINDS:
-                raise ValueError(f"pair_kinds: unknown {kind!r}; known: {PAIR_KINDS}")
+        for name in ("pair_kinds", "off_policy_pair_kinds"):
+            for kind in getattr(self, name):
+                if kind not in PAIR_KINDS:
+                    raise ValueError(f"{name}: unknown {kind!r}; known: {PAIR_KINDS}")
         unknown = set(self.experiments) - set(EXPERIMENTS)
         if unknown:
             raise ValueError(f"experiments: unknown {sorted(unknown)}; known: {EXPERIMENTS}")
+
+    @property
+    def off_policy_replay(self) -> int:
+        """Replayed episodes of an off-policy lookahead: the buffer less the fresh batch."""
+        return self.off_policy_buffer - self.off_policy_n
 
     def base_spec(self, **kwargs: Any) -> dict[str, Any]:
         return dict(
@@ -205,7 +239,9 @@ PRESETS: dict[str, IPDBenchConfig] = {
         sweep_n=(16, 64),
         sweep_lr=(0.3, 1.0),
         sweep_steps=(1, 2),
-        off_policy_replay=(48,),
+        off_policy_n=32,
+        off_policy_buffer=128,
+        run_iterations=12,
     ),
 }
 
@@ -236,33 +272,50 @@ def make_ipd_cells(config: IPDBenchConfig) -> list[Cell]:
                     "lee", "dice_baseline", config.n, **config.base_spec(**{name: value})
                 )
                 cells.append(Cell(experiment, "dice_baseline", spec, config.n, tags=tag))
-        if "off_policy" in config.experiments:
-            n = config.off_policy_n
-            off = config.base_spec(lookahead_lr=config.off_policy_lookahead_lr)
-            for combo in ("lee", "lll"):
-                spec = LolaSpec.from_combination(combo, "dice_baseline", n, **off)
-                cells.append(Cell("off_policy", "dice_baseline", spec, n, {"replay": 0}, tag))
-                for replay in config.off_policy_replay:
-                    stages = [
-                        StageSpec("off_policy_dice", n, replay)
-                        if role != "outer"
-                        else StageSpec("dice_baseline", n)
-                        for role in ("inner", "hessian", "outer")
-                    ]
-                    if combo == "lee":
-                        stages[1], stages[2] = StageSpec(), StageSpec()
-                    spec = LolaSpec(*stages, **off)
-                    cells.append(Cell("off_policy", "off_policy_dice", spec, n, {"replay": replay}, tag))
+    if "off_policy" in config.experiments:
+        cells += _off_policy_cells(config)
+    return cells
+
+
+def _off_policy_cells(config: IPDBenchConfig) -> list[Cell]:
+    """The ``off_policy`` cells: five lookahead variants x outer exact / sampled x pair kinds."""
+    n, replay = config.off_policy_n, config.off_policy_replay
+    learned = CriticSpec(config.critic, config.critic_noise)
+    variants = (  # label, lookahead estimator, replay, critic, baseline
+        ("dice_baseline", "dice_baseline", 0, learned, "per_step"),
+        ("off_policy_dice", "off_policy_dice", 0, learned, "cumulative"),
+        ("off_policy_dice", "off_policy_dice", replay, learned, "cumulative"),
+        ("dice", "dice", 0, CriticSpec("zero"), "none"),
+        ("off_policy_dice", "off_policy_dice", replay, CriticSpec("zero"), "none"),
+    )
+    cells = []
+    for kind in config.off_policy_pair_kinds:
+        for outer in (StageSpec(), StageSpec("dice_baseline", n)):
+            for label, estimator, m, critic, baseline in variants:
+                look = StageSpec(estimator, n, m)
+                spec = LolaSpec(
+                    inner=look,
+                    hessian=look,
+                    outer=outer,
+                    shared_lookahead=True,
+                    **{**config.base_spec(lookahead_lr=config.off_policy_lookahead_lr), "critic": critic},
+                )
+                extra = {"replay": m, "baseline": baseline}
+                cells.append(Cell("off_policy", label, spec, n, extra, {"pair_kind": kind}))
     return cells
 
 
 def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
     """The ``num_pairs`` evaluation pairs of one kind, each with its behaviour (earlier) pair.
 
-    Returns dicts with ``theta1, theta2, mu1, mu2`` (float64 ``[5]``), deterministic in the seed.
+    Returns dicts with ``theta1, theta2`` (float64 ``[5]``) and ``mu1, mu2`` (``[5]``, or
+    ``[J, 5]`` for the ``run`` kind: the pairs whose batches fill its FIFO buffer), deterministic
+    in the seed.
     """
     if kind not in PAIR_KINDS:
         raise ValueError(f"pair_kind: unknown {kind!r}; known: {PAIR_KINDS}")
+    if kind == "run":
+        return _run_pairs(config)
     pairs = []
     for i in range(config.num_pairs):
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + i)
@@ -291,13 +344,72 @@ def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tens
     return pairs
 
 
+def training_run(config: IPDBenchConfig) -> dict[str, Any]:
+    """The official protocol's training run: both agents off-policy LOLA-DiCE from zero logits
+    (lookahead ``off_policy_lookahead_lr``, ``off_policy_n`` inner and outer episodes, Adam 0.1,
+    the earlier inner batches of the buffer replayed), ``run_iterations`` simultaneous updates,
+    seeded from the run seed; :func:`metagrad.agents.lola.play`'s history."""
+    learner = LearnerConfig(
+        "lola",
+        "off_policy_lola_dice",
+        lookahead_lr=config.off_policy_lookahead_lr,
+        optimizer="adam",
+        lr=0.1,
+        n_inner=config.off_policy_n,
+        n_outer=config.off_policy_n,
+        replay_batches=config.off_policy_replay // config.off_policy_n,
+    )
+    game = GameConfig(config.game, config.gamma, config.horizon)
+    zeros = torch.zeros(5, dtype=torch.float64)
+    return play(
+        learner, learner, config.run_iterations, game=game, theta1=zeros, theta2=zeros, seed=config.seed
+    )
+
+
+def fifo_buffer_updates(update: int, batches: int) -> list[int]:
+    """The updates whose pairs played the ``batches`` replayed batches of the official FIFO
+    buffer when agent 1's lookahead is computed at ``update``: each update adds one batch per
+    agent (agent 2's lookahead, the one that shapes agent 1, adds its fresh batch first), so the
+    buffer holds, newest first, two batches of ``update - 1``, two of ``update - 2``, ... ;
+    updates before 0 are the initial fill at the zero logits (update 0)."""
+    return [max(update - 1 - j // 2, 0) for j in range(batches)]
+
+
+def _run_pairs(config: IPDBenchConfig) -> list[dict[str, torch.Tensor]]:
+    history = _training_run(config)
+    path1, path2 = torch.stack(history["path1"]), torch.stack(history["path2"])
+    batches = config.off_policy_replay // config.off_policy_n
+    pairs = []
+    for i in range(config.num_pairs):
+        update = (i + 1) * config.run_iterations // config.num_pairs
+        earlier = fifo_buffer_updates(update, batches)
+        pairs.append(
+            {
+                "theta1": path1[update],
+                "theta2": path2[update],
+                "mu1": path1[earlier],
+                "mu2": path2[earlier],
+            }
+        )
+    return pairs
+
+
+@functools.lru_cache(maxsize=4)
+def _training_run(config: IPDBenchConfig) -> dict[str, Any]:
+    return training_run(config)
+
+
 def _pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
     return run_state(("ipd_pairs", config, kind), functools.partial(policy_pairs, config, kind))
 
 
 def prepare_pairs(config: IPDBenchConfig) -> dict[Any, Any]:
-    """The run's policy pairs of every kind (``Suite.prepare``: trained once, by the runner)."""
-    return {("ipd_pairs", config, kind): _pairs(config, kind) for kind in config.pair_kinds}
+    """The run's policy pairs of every kind its cells use (``Suite.prepare``: trained once, by
+    the runner, and handed to the workers)."""
+    kinds = set(config.pair_kinds)
+    if "off_policy" in config.experiments:
+        kinds |= set(config.off_policy_pair_kinds)
+    return {("ipd_pairs", config, kind): _pairs(config, kind) for kind in sorted(kinds)}
 
 
 # An exact LOLA target and its estimate's closed-form stages cost about as much as this many
@@ -375,7 +487,6 @@ _PANELS = (
     ("sweep_n", "n_inner", "corr", "batch n (inner = outer)", False),
     ("sweep_lr", "lookahead_lr", "bias_debiased", "lookahead step size", False),
     ("sweep_steps", "lookahead_steps", "bias_debiased", "lookahead steps", False),
-    ("off_policy", "replay", "bias_debiased", "replayed earlier episodes", False),
 )
 
 
@@ -465,11 +576,46 @@ def write_ipd_summary(rows: list[ResultRow], path: Path, total_seconds: float | 
                     f"{r.metrics.bias_ci_high:.3g}], {r.metrics.mse:.3g}"
                     for r in rs
                 )
-                slope = fit_loglog_slope([r.value(xkey) for r in rs], [r.value(ykey) for r in rs])
+                slope = power_law_exponent(
+                    [r.value(xkey) for r in rs], np.asarray([r.value(ykey) for r in rs])
+                )
                 lines.append(f"| {label} | {pts} | {slope:.2f} |")
             lines.append("")
+        lines += _off_policy_table(
+            [r for r in rows if r.experiment == "off_policy" and r.get("pair_kind") == kind]
+        )
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _off_policy_table(rows: list[ResultRow]) -> list[str]:
+    """The off-policy variants side by side: corr, MSE and debiased squared bias [CI], with the
+    outer gradient exact ('lle', the lookahead alone) and sampled ('lll')."""
+    if not rows:
+        return []
+    r0 = rows[0]
+    lines = [
+        f"## off_policy, {r0.get('pair_kind')} pairs (lookahead {r0.get('lookahead_lr')}, "
+        f"n = {r0.get('n_inner')}, {r0.metrics.num_tasks} pairs x {r0.metrics.repeats} estimates): "
+        "corr / MSE / squared bias [CI]",
+        "",
+        "| lookahead | replay | baseline | outer exact ('lle') | outer sampled ('lll') |",
+        "|---|---|---|---|---|",
+    ]
+    by = {(r.estimator, r.get("replay"), r.get("baseline"), r.get("combination")): r for r in rows}
+    for est, replay, baseline in dict.fromkeys(k[:3] for k in by):
+        cells = []
+        for combo in ("lle", "lll"):
+            r = by.get((est, replay, baseline, combo))
+            m = None if r is None else r.metrics
+            cells.append(
+                "-"
+                if m is None
+                else f"{m.corr:.3f} / {m.mse:.3g} / {m.bias_sq_debiased:.3g} "
+                f"[{m.bias_ci_low**2:.2g}, {m.bias_ci_high**2:.2g}]"
+            )
+        lines.append(f"| {est} | {replay} | {baseline} | {cells[0]} | {cells[1]} |")
+    return [*lines, ""]
 
 
 def memory_estimate(config: IPDBenchConfig, cell: Cell) -> MemoryEstimate:

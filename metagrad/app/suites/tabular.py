@@ -3,15 +3,38 @@ tabular MDPs.
 
 A run is a list of *cells*; a cell is one meta-gradient recipe (:class:`MetaGradientSpec`) scored
 over ``num_tasks`` random MDPs x ``repeats`` estimates against the exact float64 meta-gradient.
-Experiments (Liu et al., NeurIPS 2022, arXiv 2112.15400, section 5 / BACKGROUND.md section 4):
+The preset ``liu2022`` is the official protocol of Liu et al., NeurIPS 2022 (arXiv 2112.15400;
+Theoretical-GMRL ``tabular/maml/run_*.sh`` and ``tabular/lirpg/run_step.sh``, BACKGROUND.md
+section 4), each family at its own settings:
 
-* ``decomposition``: every estimator on the 7 exact/estimated stage combinations;
+* ``decomposition``: dice / loaded_dice / lvc / pg on the 7 exact/estimated stage combinations
+  (and ``eee``), K = 1, alpha = 10, n in {2, ..., 256} per sampled stage;
+* ``k_ablation``, ``alpha_ablation``: pg on the 7 combinations, n = 32, K = 1..6 at alpha = 10,
+  and alpha in {1, 3, ..., 13} at K = 5;
 * ``sweep_n``, ``sweep_k``, ``sweep_alpha``: compositional bias (inner stage estimated, Hessian
-  and outer exact) against the inner sample size n, the inner steps K and the step size alpha;
-* ``hessian_bias``: the injected Hessian bias ``mean(theta^2 (c + 0.3 eps))`` on the Jacobian
-  path (all stages exact otherwise): the MSE should grow like ``c^2``.
+  and outer exact, 10 estimates per task): against n at K = 2, alpha = 3 (pg, dice); against
+  K = 1..6 at alpha = 3, n = 32 (pg, lvc, loaded_dice, dice); against alpha at K = 6 (pg, dice);
+* ``hessian_bias``: all stages exact plus the injected term ``mean(theta^2 (c + 0.3 eps))`` on
+  the Jacobian path, K = 2, alpha in {3, 3.5, 4, 4.5}, c in {0.5, ..., 4}; each row also carries
+  the squared bias predicted exactly (:func:`~metagrad.decomposed.expected_injected_meta_gradient`);
+* ``lirpg``: the intrinsic-reward meta-gradient with the Hessian stage by pg or lvc (GAE lambda
+  0.9), 'ele', K = 1..5, n in {16, ..., 256}.
 
-Extensions (separately named experiments, in their own presets; not part of ``liu2022``):
+Budgets: ``num_tasks`` MDPs x ``repeats`` estimates per cell (10 x 20, the official scripts'),
+scaled for the experiments listed in ``budget_scales`` (``(experiment, task factor, repeat
+factor)``): the compositional-bias sweeps, whose verdicts need more than the official 10 x 10,
+and the Hessian-bias ranking (see the README). ``--num-tasks`` / ``--repeats`` scale them all.
+
+Extensions, separately named: ``hessian_ranking`` (the decomposition's 'ele' cells, n >= 32, with
+the budget the Hessian-bias ranking needs), ``hessian_bias_k`` (the
+injection at K = 1..6, alpha = 10), and the preset ``liu2022_finite`` (every family against the
+finite-horizon objective the T = 20 samples estimate, instead of the official infinite-horizon
+oracle). The official vs-n and vs-alpha scripts leave lvc and loaded_dice out; with the inner stage
+alone sampled ('lee') they would add nothing: pg, lvc and loaded_dice share their first derivative
+``sum_t gamma^t A_t grad log pi_t``, so on common random numbers their 'lee' estimates coincide
+exactly (the ``sweep_k`` rows show it).
+
+Further extensions, each in its own preset and never in ``liu2022``:
 
 * ``hessian_scoring`` (presets ``tang2021``, ``ope``): the gradient and the Hessian of ``J`` itself
   from on- or off-policy episodes (behaviour uniform, target ``eps * deterministic + (1 - eps) *
@@ -22,11 +45,11 @@ Extensions (separately named experiments, in their own presets; not part of ``li
   stage (estimator label ``mlmc``) with many estimates per task, so that a bias of the plain
   estimators is resolved; rows carry the expected episodes per estimate;
 * ``sweep_states`` (preset ``large_s``): how the bias of the stage combinations
-  ``sweep_states_combinations`` behaves as the number of states S grows (``sweep_states``; the
-  other task fields as the config), on ``num_tasks`` random MDPs of each size.
+  ``sweep_states_combinations`` behaves as the number of states S grows.
 
-Each cell's randomness is seeded from the run seed and the cell's own config (not its position),
-so any cell can be recomputed alone with the same numbers.
+Each cell's randomness is seeded from the run seed and its setting (never its estimator or its
+position), so any cell can be recomputed alone with the same numbers and every estimator of a
+setting sees the same tasks, trajectories and critic noise (common random numbers).
 """
 
 from __future__ import annotations
@@ -35,13 +58,15 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from metagrad.app.claims import fit_loglog_slope, tabular_claims
+from metagrad.app.claims import tabular_claims
 from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
@@ -56,7 +81,9 @@ from metagrad.decomposed import (
     MetaGradientSpec,
     StageSpec,
     episodes_per_estimate,
+    exact_inner_loop,
     exact_meta_gradient,
+    expected_injected_meta_gradient,
     sample_meta_gradients,
 )
 from metagrad.envs.tabular import TabularTask, random_task
@@ -74,21 +101,39 @@ from metagrad.validation import check_int, check_int_fields, check_real, check_s
 
 __all__ = [
     "EXPERIMENTS",
+    "EXTENSION_EXPERIMENTS",
     "EXTRA_EXPERIMENTS",
+    "OFFICIAL_EXPERIMENTS",
     "PRESETS",
     "SUITE",
     "TabularBenchConfig",
     "cell_cost",
+    "hessian_cell_samples",
     "make_cells",
+    "memory_estimate",
     "run_cell",
+    "target_logits",
     "write_plots",
     "write_summary",
 ]
 
 
-EXPERIMENTS = ("decomposition", "sweep_n", "sweep_k", "sweep_alpha", "hessian_bias")
-# Extensions beyond Liu et al. 2022 (module docstring), selected by their own presets.
+# The official protocol's families (Theoretical-GMRL ``tabular/maml/run_*.sh`` and
+# ``tabular/lirpg/run_step.sh``), then this suite's own extensions (separately named).
+OFFICIAL_EXPERIMENTS = (
+    "decomposition",
+    "k_ablation",
+    "alpha_ablation",
+    "sweep_n",
+    "sweep_k",
+    "sweep_alpha",
+    "hessian_bias",
+    "lirpg",
+)
+EXTENSION_EXPERIMENTS = ("hessian_ranking", "hessian_bias_k")
+# Extensions beyond the paper that run only in their own presets (never by default)
 EXTRA_EXPERIMENTS = ("hessian_scoring", "mlmc_bias", "sweep_states")
+EXPERIMENTS = OFFICIAL_EXPERIMENTS + EXTENSION_EXPERIMENTS + EXTRA_EXPERIMENTS
 OPE_ESTIMATORS = ("stepwise_is", "doubly_robust", "vtrace", "taylor1", "taylor2")
 
 # The config fields that define a cell's tasks, budget and randomness (with the cell's own spec):
@@ -105,10 +150,32 @@ _CELL_FIELDS = (
     "seed",
 )
 
+_ESTIMATOR_FIELDS = (
+    "estimators",
+    "ablation_estimators",
+    "sweep_n_estimators",
+    "sweep_k_estimators",
+    "sweep_alpha_estimators",
+    "lirpg_estimators",
+    "ope_estimators",
+    "mlmc_plain_estimators",
+    "sweep_states_estimators",
+)
+_SIZE_FIELDS = ("decomposition_n", "sweep_n", "lirpg_n", "ranking_n")
+_STEP_FIELDS = ("ablation_k", "sweep_k", "hessian_bias_k", "hessian_bias_ext_k", "lirpg_k")
+_RATE_FIELDS = ("ablation_alpha", "sweep_alpha", "hessian_bias_alpha")
+
 
 @dataclass(frozen=True)
 class TabularBenchConfig:
-    """Everything that defines a tabular bench run (recorded in every row)."""
+    """Everything that defines a tabular bench run (recorded in every row).
+
+    The defaults are the official protocol of Liu et al. 2022 (BACKGROUND.md section 4), one
+    group of fields per family: 20x5 MDPs, Dirichlet 0.001, gamma 0.8, T = 20, critic noise 1.0,
+    ``num_tasks`` MDPs x ``repeats`` estimates, scaled for the experiments listed in
+    ``budget_scales`` (``(experiment, task factor, repeat factor)``; the official
+    compositional-bias scripts use 10 x 10, ``--same_trials 10``).
+    """
 
     CELL_FIELDS: ClassVar[tuple[str, ...]] = _CELL_FIELDS
 
@@ -119,78 +186,135 @@ class TabularBenchConfig:
     gamma: float = 0.8
     horizon: int = 20
     dirichlet_alpha: float = 0.001
-    objective: Objective = "finite"
+    objective: Objective = "infinite"
     critic_noise: float = 1.0
     num_tasks: int = 10
     repeats: int = 20
     seed: int = 0
-    inner_steps: int = 1
-    inner_lr: float = 10.0
+    budget_scales: tuple[tuple[str, float, float], ...] = (
+        ("sweep_n", 1.0, 5.0),
+        ("sweep_k", 1.0, 5.0),
+        ("sweep_alpha", 4.0, 1.0),
+        ("hessian_ranking", 4.0, 1.0),
+    )
+    # decomposition (run_decompose.sh): 7 combinations + eee, K = 1, alpha = 10, n = 2..256
     estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
     combinations: tuple[str, ...] = COMBINATIONS
-    n: int = 32
-    sweep_estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
+    decomposition_n: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    inner_steps: int = 1
+    inner_lr: float = 10.0
+    # K and alpha ablations (run_step_ablation.sh, run_lr.sh): 7 combinations, n = 32
+    ablation_estimators: tuple[str, ...] = ("pg",)
+    ablation_n: int = 32
+    ablation_k: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    ablation_alpha: tuple[float, ...] = (1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0)
+    ablation_alpha_k: int = 5
+    # compositional bias, inner stage only ('lee') (run_comp_sample.sh, run_comp_step_num.sh,
+    # run_comp_lr.sh)
+    comp_n: int = 32
     sweep_n: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    sweep_n_k: int = 2
+    sweep_n_alpha: float = 3.0
+    sweep_n_estimators: tuple[str, ...] = ("pg", "dice")
     sweep_k: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    sweep_k_alpha: float = 3.0
+    sweep_k_estimators: tuple[str, ...] = ("pg", "lvc", "loaded_dice", "dice")
     sweep_alpha: tuple[float, ...] = (1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0)
+    sweep_alpha_k: int = 6
+    sweep_alpha_estimators: tuple[str, ...] = ("pg", "dice")
+    # extension: the decomposition's 'ele' rows (the Hessian-bias ranking) with more tasks
+    ranking_n: tuple[int, ...] = (32, 64, 128, 256)
+    # injected Hessian bias (run_hessian_bias.sh): eee + mean(theta^2 (c + 0.3 eps)), K = 2
     hessian_bias_c: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
-    hessian_bias_k: tuple[int, ...] = (1, 2, 3)
-    experiments: tuple[str, ...] = EXPERIMENTS
-    # hessian_scoring: the OPE family on the gradient / Hessian of J (Tang et al. 2021)
+    hessian_bias_k: tuple[int, ...] = (2,)
+    hessian_bias_alpha: tuple[float, ...] = (3.0, 3.5, 4.0, 4.5)
+    # extension: the injection at K = 1..6 (the growth of its exponent with K)
+    hessian_bias_ext_k: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    hessian_bias_ext_alpha: float = 10.0
+    # LIRPG (lirpg/run_step.sh): 'ele', Hessian by pg / lvc with GAE lambda 0.9, meta-parameter eta
+    lirpg_estimators: tuple[str, ...] = ("pg", "lvc")
+    lirpg_k: tuple[int, ...] = (1, 2, 3, 4, 5)
+    lirpg_n: tuple[int, ...] = (16, 32, 64, 128, 256)
+    lirpg_gae_lambda: float = 0.9
+    experiments: tuple[str, ...] = OFFICIAL_EXPERIMENTS + EXTENSION_EXPERIMENTS
+    # extension hessian_scoring: the OPE family on the gradient / Hessian of J (Tang et al. 2021)
     ope_estimators: tuple[str, ...] = OPE_ESTIMATORS
     ope_eps: tuple[float, ...] = (0.0, 0.2, 0.5, 0.8)
     ope_behaviours: tuple[str, ...] = BEHAVIOURS
     ope_n: tuple[int, ...] = (10, 100, 1000)
     ope_derivatives: tuple[str, ...] = DERIVATIVES
-    # mlmc_bias: plain inner estimators (sweep_estimators) beside the MLMC inner stage
+    # extension mlmc_bias: the plain inner estimators beside the MLMC inner stage ('lee', K =
+    # inner_steps, alpha = inner_lr)
+    mlmc_plain_estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
     mlmc_estimator: str = "pg"
     mlmc_n: tuple[int, ...] = (8,)
     mlmc_max_level: int | None = None
     mlmc_repeats: int = 1000
     mlmc_budget_n: tuple[int, ...] = (16, 32, 64)  # plain mlmc_estimator at larger budgets
-    # sweep_states: bias against the number of states
+    # extension sweep_states: the bias of these stage combinations against the number of states
     sweep_states: tuple[int, ...] = (20, 50, 100, 200, 500)
     sweep_states_combinations: tuple[str, ...] = ("lee", "ele")
+    sweep_states_estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
+    sweep_states_n: int = 32
 
     def __post_init__(self) -> None:
         if self.env != "MetaGrad/TabularMDP-v0":
             raise ValueError(
                 f"env: the tabular bench runs 'MetaGrad/TabularMDP-v0', got unknown env {self.env!r}"
             )
-        check_int_fields(self, ("num_tasks", "num_states", "num_actions", "horizon", "n"), 1)
+        check_int_fields(
+            self,
+            (
+                "num_tasks",
+                "num_states",
+                "num_actions",
+                "horizon",
+                "ablation_n",
+                "comp_n",
+            ),
+            1,
+        )
         check_int_fields(self, ("repeats",), 2)
         check_seed("seed", self.seed)
-        if any(v < 1 for v in self.sweep_n):
-            raise ValueError(f"sweep_n: sample sizes must be >= 1, got {self.sweep_n}")
-        if any(k < 0 for k in (*self.sweep_k, *self.hessian_bias_k, self.inner_steps)):
-            raise ValueError("inner steps: K must be >= 0")
+        for entry in self.budget_scales:
+            if len(entry) != 3 or entry[0] not in EXPERIMENTS:
+                raise ValueError(
+                    f"budget_scales: expected (experiment, task factor, repeat factor) entries, got {entry!r}"
+                )
+            check_real("budget_scales task factor", entry[1], minimum=0.0, open_min=True)
+            check_real("budget_scales repeat factor", entry[2], minimum=0.0, open_min=True)
+        check_int_fields(self, ("inner_steps", "ablation_alpha_k", "sweep_n_k", "sweep_alpha_k"), 0)
+        for name in _SIZE_FIELDS:
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in getattr(self, name)):
+                raise ValueError(f"{name}: sample sizes must be integers >= 1, got {getattr(self, name)}")
+        for name in _STEP_FIELDS:
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in getattr(self, name)):
+                raise ValueError(f"{name}: inner steps K must be integers >= 0, got {getattr(self, name)}")
+        for name in _RATE_FIELDS:
+            for alpha in getattr(self, name):
+                check_real(name, alpha)
+        for name in ("inner_lr", "sweep_n_alpha", "sweep_k_alpha", "hessian_bias_ext_alpha"):
+            check_real(name, getattr(self, name))
         check_real("critic_noise", self.critic_noise, minimum=0.0)
         check_real("gamma", self.gamma, minimum=0.0, maximum=1.0)
         check_real("dirichlet_alpha", self.dirichlet_alpha, minimum=0.0, open_min=True)
-        check_real("inner_lr", self.inner_lr)
-        for alpha in self.sweep_alpha:
-            check_real("sweep_alpha", alpha)
+        check_real("lirpg_gae_lambda", self.lirpg_gae_lambda, minimum=0.0, maximum=1.0)
         for c in self.hessian_bias_c:
             check_real("hessian_bias_c", c, minimum=0.0)
-        for est in (*self.estimators, *self.sweep_estimators):
-            get_estimator(est)
+        for name in _ESTIMATOR_FIELDS:
+            for est in getattr(self, name):
+                get_estimator(est)
         for combo in self.combinations:
             if combo not in COMBINATIONS:
                 raise ValueError(f"combinations: unknown {combo!r}; known: {COMBINATIONS}")
-        for combo in self.sweep_states_combinations:
-            if combo not in COMBINATIONS:
-                raise ValueError(f"sweep_states_combinations: unknown {combo!r}; known: {COMBINATIONS}")
-        for states in self.sweep_states:
-            check_int("sweep_states", states, 1)
-        unknown = set(self.experiments) - set(EXPERIMENTS) - set(EXTRA_EXPERIMENTS)
+        unknown = set(self.experiments) - set(EXPERIMENTS)
         if unknown:
-            raise ValueError(f"experiments: unknown {sorted(unknown)}")
+            raise ValueError(f"experiments: unknown {sorted(unknown)}; known: {EXPERIMENTS}")
         self._check_extensions()
 
     def _check_extensions(self) -> None:
-        """Validation of the ``hessian_scoring`` and ``mlmc_bias`` fields."""
-        for est in (*self.ope_estimators, self.mlmc_estimator):
-            get_estimator(est)
+        """Validation of the ``hessian_scoring``, ``mlmc_bias`` and ``sweep_states`` fields."""
+        get_estimator(self.mlmc_estimator)
         for eps in self.ope_eps:
             check_real("ope_eps", eps, minimum=0.0, maximum=1.0, open_max=True)
         for name, values, known in (
@@ -199,12 +323,35 @@ class TabularBenchConfig:
         ):
             if set(values) - set(known):
                 raise ValueError(f"{name}: unknown {sorted(set(values) - set(known))}; known: {known}")
-        for n in (*self.ope_n, *self.mlmc_n, *self.mlmc_budget_n):
-            check_int("ope_n / mlmc_n", n, 1)
+        for n in (*self.ope_n, *self.mlmc_n, *self.mlmc_budget_n, self.sweep_states_n):
+            check_int("ope_n / mlmc_n / sweep_states_n", n, 1)
         check_int("mlmc_repeats", self.mlmc_repeats, 2)
         MLMC(max_level=self.mlmc_max_level)
+        for combo in self.sweep_states_combinations:
+            if combo not in COMBINATIONS:
+                raise ValueError(f"sweep_states_combinations: unknown {combo!r}; known: {COMBINATIONS}")
+        for states in self.sweep_states:
+            check_int("sweep_states", states, 1)
 
-    def tasks(self) -> list[TabularTask]:
+    @property
+    def max_tasks(self) -> int:
+        """Tasks of the largest family (each family scores the first ones)."""
+        return max([self.num_tasks, *(self.budget(name)["tasks"] for name, _, _ in self.budget_scales)])
+
+    def budget(self, experiment: str) -> dict[str, int]:
+        """``Cell`` keyword arguments (``tasks``, ``repeats``) of an experiment listed in
+        ``budget_scales`` (empty: the config's ``num_tasks`` x ``repeats``)."""
+        for name, tasks, repeats in self.budget_scales:
+            if name == experiment:
+                return {
+                    "tasks": max(1, round(tasks * self.num_tasks)),
+                    "repeats": max(2, round(repeats * self.repeats)),
+                }
+        return {}
+
+    def tasks(self, count: int | None = None) -> list[TabularTask]:
+        """The first ``count`` tasks of the run (default :attr:`max_tasks`); task i is the same
+        for every count."""
         return [
             random_task(
                 self.num_states,
@@ -214,26 +361,39 @@ class TabularBenchConfig:
                 dirichlet_alpha=self.dirichlet_alpha,
                 seed=self.seed * 100_003 + i,
             )
-            for i in range(self.num_tasks)
+            for i in range(self.max_tasks if count is None else count)
         ]
 
 
 PRESETS: dict[str, TabularBenchConfig] = {
-    # Liu et al. 2022 tabular protocol: infinite-horizon oracle, critic noise 1.0, T = 20.
-    "liu2022": TabularBenchConfig(preset="liu2022", objective="infinite"),
+    # Liu et al. 2022, every family at the official settings (infinite-horizon oracle, as the
+    # official code: a gamma^T mismatch with the T = 20 samples, see `liu2022_finite`).
+    "liu2022": TabularBenchConfig(preset="liu2022"),
+    # The same families scored against the finite-horizon objective the samples estimate.
+    "liu2022_finite": TabularBenchConfig(preset="liu2022_finite", objective="finite"),
     # A small version for a quick look and for CI-sized checks (finite-horizon oracle).
     "quick": TabularBenchConfig(
         preset="quick",
         objective="finite",
         num_tasks=3,
         repeats=10,
-        estimators=("dice", "loaded_dice", "lvc", "pg"),
-        sweep_estimators=("dice", "lvc"),
+        budget_scales=(),
+        combinations=("eel", "ele", "lee", "lll"),
+        decomposition_n=(32,),
+        ablation_k=(1, 3),
+        ablation_alpha=(1.0, 9.0),
+        ablation_alpha_k=2,
         sweep_n=(4, 16, 64),
         sweep_k=(1, 2, 3),
-        sweep_alpha=(1.0, 5.0, 10.0),
+        sweep_k_estimators=("dice", "lvc"),
+        sweep_alpha=(1.0, 5.0, 9.0),
+        sweep_alpha_k=2,
+        ranking_n=(32,),
         hessian_bias_c=(0.5, 2.0, 4.0),
-        hessian_bias_k=(1,),
+        hessian_bias_alpha=(4.0,),
+        hessian_bias_ext_k=(1, 3),
+        lirpg_k=(1, 2),
+        lirpg_n=(32,),
     ),
 }
 
@@ -268,56 +428,125 @@ PRESETS.update(
 )
 
 
+def _lee(config: TabularBenchConfig, est: str, n: int, k: int, alpha: float) -> MetaGradientSpec:
+    critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
+    return MetaGradientSpec.from_combination(
+        "lee", est, n, inner_steps=k, inner_lr=float(alpha), objective=config.objective, critic=critic
+    )
+
+
 def make_cells(config: TabularBenchConfig) -> list[Cell]:
-    """The cells of a run, in a fixed order."""
+    """The cells of a run, in a fixed order (official families first, then extensions)."""
     critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
     common = dict(objective=config.objective, critic=critic)
+    wanted = set(config.experiments)
     cells: list[Cell] = []
-    if "decomposition" in config.experiments:
-        for est in config.estimators:
-            for combo in config.combinations:
+
+    def staged(experiment: str, est: str, combos: tuple[str, ...], n: int, k: int, alpha: float) -> None:
+        for combo in combos:
+            spec = MetaGradientSpec.from_combination(combo, est, n, inner_steps=k, inner_lr=alpha, **common)
+            cells.append(Cell(experiment, est, spec, n))
+
+    if "decomposition" in wanted:
+        cells.append(
+            Cell(
+                "decomposition",
+                "exact",
+                MetaGradientSpec(inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common),
+            )
+        )
+        for n in config.decomposition_n:
+            for est in config.estimators:
+                staged("decomposition", est, config.combinations, n, config.inner_steps, config.inner_lr)
+    for est in config.ablation_estimators:
+        if "k_ablation" in wanted:
+            for k in config.ablation_k:
+                staged("k_ablation", est, config.combinations, config.ablation_n, k, config.inner_lr)
+        if "alpha_ablation" in wanted:
+            for alpha in config.ablation_alpha:
+                staged(
+                    "alpha_ablation",
+                    est,
+                    config.combinations,
+                    config.ablation_n,
+                    config.ablation_alpha_k,
+                    alpha,
+                )
+    families = (
+        (
+            "sweep_n",
+            config.sweep_n_estimators,
+            [(n, config.sweep_n_k, config.sweep_n_alpha) for n in config.sweep_n],
+        ),
+        (
+            "sweep_k",
+            config.sweep_k_estimators,
+            [(config.comp_n, k, config.sweep_k_alpha) for k in config.sweep_k],
+        ),
+        (
+            "sweep_alpha",
+            config.sweep_alpha_estimators,
+            [(config.comp_n, config.sweep_alpha_k, a) for a in config.sweep_alpha],
+        ),
+    )
+    for experiment, estimators, points in families:
+        if experiment in wanted:
+            for est in estimators:
+                for n, k, alpha in points:
+                    spec = _lee(config, est, n, k, alpha)
+                    cells.append(Cell(experiment, est, spec, n, **config.budget(experiment)))
+    if "hessian_ranking" in wanted:
+        for n in config.ranking_n:
+            for est in config.estimators:
                 spec = MetaGradientSpec.from_combination(
-                    combo, est, config.n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
+                    "ele", est, n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
                 )
-                cells.append(Cell("decomposition", est, spec, config.n))
-    for est in config.sweep_estimators:
-        if "sweep_n" in config.experiments:
-            for n in config.sweep_n:
-                spec = MetaGradientSpec.from_combination(
-                    "lee", est, n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
-                )
-                cells.append(Cell("sweep_n", est, spec, n))
-        if "sweep_k" in config.experiments:
-            for k in config.sweep_k:
-                spec = MetaGradientSpec.from_combination(
-                    "lee", est, config.n, inner_steps=k, inner_lr=config.inner_lr, **common
-                )
-                cells.append(Cell("sweep_k", est, spec, config.n))
-        if "sweep_alpha" in config.experiments:
-            for alpha in config.sweep_alpha:
-                spec = MetaGradientSpec.from_combination(
-                    "lee", est, config.n, inner_steps=config.inner_steps, inner_lr=float(alpha), **common
-                )
-                cells.append(Cell("sweep_alpha", est, spec, config.n))
-    if "hessian_bias" in config.experiments:
-        for k in config.hessian_bias_k:
-            for c in config.hessian_bias_c:
-                spec = MetaGradientSpec(
-                    inner_steps=k, inner_lr=config.inner_lr, hessian_bias=float(c), **common
-                )
-                cells.append(Cell("hessian_bias", "exact", spec, 0, {"hessian_bias_c": float(c)}))
-    if "sweep_states" in config.experiments:
-        for est in config.sweep_estimators:
+                cells.append(Cell("hessian_ranking", est, spec, n, **config.budget("hessian_ranking")))
+    injections = []
+    if "hessian_bias" in wanted:
+        injections += [
+            ("hessian_bias", k, alpha) for k in config.hessian_bias_k for alpha in config.hessian_bias_alpha
+        ]
+    if "hessian_bias_k" in wanted:
+        injections += [
+            ("hessian_bias_k", k, config.hessian_bias_ext_alpha) for k in config.hessian_bias_ext_k
+        ]
+    for experiment, k, alpha in injections:
+        for c in config.hessian_bias_c:
+            spec = MetaGradientSpec(inner_steps=k, inner_lr=float(alpha), hessian_bias=float(c), **common)
+            cells.append(Cell(experiment, "exact", spec, 0, {"hessian_bias_c": float(c)}))
+    if "lirpg" in wanted:
+        for est in config.lirpg_estimators:
+            takes = "gae_lambda" in get_estimator(est).params  # the advantage-based estimators
+            gae = (("gae_lambda", config.lirpg_gae_lambda),) if takes else ()
+            for k in config.lirpg_k:
+                for n in config.lirpg_n:
+                    spec = MetaGradientSpec(
+                        hessian=StageSpec(est, n, params=gae),
+                        inner_steps=k,
+                        inner_lr=config.inner_lr,
+                        meta_parameter="intrinsic_reward",
+                        **common,
+                    )
+                    cells.append(Cell("lirpg", est, spec, n))
+    if "hessian_scoring" in wanted:
+        cells += _hessian_scoring_cells(config, critic)
+    if "mlmc_bias" in wanted:
+        cells += _mlmc_cells(config, common)
+    if "sweep_states" in wanted:
+        for est in config.sweep_states_estimators:
             for combo in config.sweep_states_combinations:
                 spec = MetaGradientSpec.from_combination(
-                    combo, est, config.n, inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common
+                    combo,
+                    est,
+                    config.sweep_states_n,
+                    inner_steps=config.inner_steps,
+                    inner_lr=config.inner_lr,
+                    **common,
                 )
                 for states in config.sweep_states:
-                    cells.append(Cell("sweep_states", est, spec, config.n, tags={"num_states": int(states)}))
-    if "hessian_scoring" in config.experiments:
-        cells += _hessian_scoring_cells(config, critic)
-    if "mlmc_bias" in config.experiments:
-        cells += _mlmc_cells(config, common)
+                    tags = {"num_states": int(states)}
+                    cells.append(Cell("sweep_states", est, spec, config.sweep_states_n, tags=tags))
     return cells
 
 
@@ -336,24 +565,25 @@ def _hessian_scoring_cells(config: TabularBenchConfig, critic: CriticSpec) -> li
 
 def _mlmc_cells(config: TabularBenchConfig, common: dict) -> list[Cell]:
     """The plain inner estimators and the MLMC inner stage on one compositional-bias setting,
-    each with ``mlmc_repeats`` estimates per task (a tag: part of the key)."""
-    tags = {"estimates_per_task": config.mlmc_repeats}
+    each with ``mlmc_repeats`` estimates per task (the MLMC stage pairs with the plain ones: its
+    level-0 term sees the plain estimators' episodes)."""
     kw = dict(inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common)
+    repeats = config.mlmc_repeats
     cells = []
     for n in config.mlmc_n:
-        for est in config.sweep_estimators:
+        for est in config.mlmc_plain_estimators:
             spec = MetaGradientSpec.from_combination("lee", est, n, **kw)
-            cells.append(Cell("mlmc_bias", est, spec, n, tags=tags))
+            cells.append(Cell("mlmc_bias", est, spec, n, repeats=repeats))
         mlmc = MLMC(max_level=config.mlmc_max_level)
         spec = MetaGradientSpec(inner=StageSpec(config.mlmc_estimator, n, mlmc=mlmc), **kw)
         extra = {"mlmc_base": config.mlmc_estimator, "mlmc_rate": mlmc.rate}
         if mlmc.max_level is not None:
             extra["mlmc_max_level"] = mlmc.max_level
-        cells.append(Cell("mlmc_bias", "mlmc", spec, n, extra, tags))
+        cells.append(Cell("mlmc_bias", "mlmc", spec, n, extra, repeats=repeats))
     for n in config.mlmc_budget_n:  # the plain estimator's bias-cost frontier, for equal budgets
-        if n not in config.mlmc_n or config.mlmc_estimator not in config.sweep_estimators:
+        if n not in config.mlmc_n or config.mlmc_estimator not in config.mlmc_plain_estimators:
             spec = MetaGradientSpec.from_combination("lee", config.mlmc_estimator, n, **kw)
-            cells.append(Cell("mlmc_bias", config.mlmc_estimator, spec, n, tags=tags))
+            cells.append(Cell("mlmc_bias", config.mlmc_estimator, spec, n, repeats=repeats))
     return cells
 
 
@@ -370,24 +600,39 @@ def _task_config(config: TabularBenchConfig, cell: Cell) -> TabularBenchConfig:
 
 
 def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
-    """Score one cell over all tasks; returns its result row (config, metrics, provenance)."""
+    """Score one cell over all tasks; returns its result row (config, metrics, provenance).
+
+    Injected-Hessian-bias cells also carry, per task, the squared bias predicted exactly by
+    :func:`~metagrad.decomposed.expected_injected_meta_gradient` (``per_task["predicted_bias_sq"]``).
+    """
     if cell.experiment == "hessian_scoring":
         return _run_hessian_cell(config, cell, device)
-    repeats = cell.tags.get("estimates_per_task", config.repeats)
     task_config = _task_config(config, cell)
     tasks, exact_cache = _tasks(task_config)
+    tasks = tasks[: cell.num_tasks(config)]
     spec = cell.spec
+    repeats = cell.estimates(config)
     start = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(cell_seed(config, cell))
     logits = torch.zeros(task_config.num_states, config.num_actions, dtype=torch.float64, device=device)
-    samples, exact = [], []
+    lirpg = spec.meta_parameter == "intrinsic_reward"
+    eta = torch.zeros_like(logits) if lirpg else None
+    samples, exact, predicted = [], [], []
     for i, task in enumerate(tasks):
-        ekey = (i, spec.inner_steps, spec.inner_lr, spec.objective)
+        ekey = (i, spec.inner_steps, spec.inner_lr, spec.objective, spec.meta_parameter)
         if ekey not in exact_cache:
-            exact_cache[ekey] = exact_meta_gradient(task, logits.cpu(), spec).reshape(-1)
+            exact_cache[ekey] = exact_meta_gradient(task, logits.cpu(), spec, eta=eta).reshape(-1)
         exact.append(exact_cache[ekey])
+        if spec.hessian_bias is not None:
+            lkey = ("loop", *ekey)
+            if lkey not in exact_cache:
+                exact_cache[lkey] = exact_inner_loop(task, logits.cpu(), spec)
+            expected = expected_injected_meta_gradient(task, logits.cpu(), spec, loop=exact_cache[lkey])
+            predicted.append(((expected.reshape(-1) - exact[-1]) ** 2).sum())
         samples.append(
-            sample_meta_gradients(task, logits, spec, repeats, generator=gen).reshape(repeats, -1).cpu()
+            sample_meta_gradients(task, logits, spec, repeats, generator=gen, eta=eta)
+            .reshape(repeats, -1)
+            .cpu()
         )
     setting = {
         **stage_setting(spec),
@@ -396,6 +641,8 @@ def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> Res
         "objective": spec.objective,
         "critic_noise": spec.critic.noise,
         "hessian_bias_c": spec.hessian_bias,
+        "meta_parameter": spec.meta_parameter,
+        **dict(spec.hessian.params),
     }
     return scored_row(
         "tabular",
@@ -407,6 +654,7 @@ def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> Res
         episodes_per_estimate=episodes_per_estimate(spec),
         started=start,
         device=device,
+        per_task={"predicted_bias_sq": torch.stack(predicted)} if predicted else None,
     )
 
 
@@ -426,6 +674,8 @@ def hessian_cell_samples(
     derivatives of a setting (eps, behaviour, n, critic, objective) see the same episodes and
     critic noise (paired)."""
     tasks, cache = _tasks(config)
+    tasks = tasks[: cell.num_tasks(config)]
+    repeats = cell.estimates(config)
     spec: DerivativeSpec = cell.spec  # type: ignore[assignment]
     eps = float(cell.tags["eps"])
     shared = dataclasses.replace(spec, estimator="dice", derivative="gradient", params=())
@@ -444,8 +694,8 @@ def hessian_cell_samples(
             cache[key] = exact_derivatives(task, logits, spec.derivative, spec.objective).reshape(-1)
         exact.append(cache[key])
         gen = torch.Generator(device=device).manual_seed(seed + i)
-        x = sample_derivatives(task, logits.to(device), spec, config.repeats, generator=gen)
-        samples.append(x.reshape(config.repeats, -1).cpu())
+        x = sample_derivatives(task, logits.to(device), spec, repeats, generator=gen)
+        samples.append(x.reshape(repeats, -1).cpu())
     return torch.stack(samples), torch.stack(exact)
 
 
@@ -488,45 +738,52 @@ def cell_cost(config: TabularBenchConfig, cell: Cell) -> float:
     """The cell's expected compute in seconds, roughly (``Suite.cost``: longest cells first)."""
     spec = cell.spec
     S, A, H = _task_config(config, cell).num_states, config.num_actions, config.horizon
-    repeats = cell.tags.get("estimates_per_task", config.repeats)
+    repeats = cell.estimates(config)
     if isinstance(spec, DerivativeSpec):  # hessian_scoring: n episodes, one backward pass per row
         rows = S * A if spec.derivative == "hessian" else 1
-        return _SECONDS_PER_STEP * config.num_tasks * repeats * H * spec.n * (1 + rows / 10)
+        return _SECONDS_PER_STEP * cell.num_tasks(config) * repeats * H * spec.n * (1 + rows / 10)
     stages = (spec.inner_steps + 1) * (
         1 + sum(stage.is_exact for stage in (spec.inner, spec.hessian, spec.outer))
     )
     values = stages * repeats * S * S * A * H / _MULTIPLY_ADDS_PER_STEP  # critics and exact stages
     episodes = episodes_per_estimate(spec) + _EXACT_STAGE_EPISODES * stages
-    return _SECONDS_PER_STEP * config.num_tasks * (repeats * H * episodes + values)
+    return _SECONDS_PER_STEP * cell.num_tasks(config) * (repeats * H * episodes + values)
 
 
 def _series(rows: list[ResultRow], experiment: str, xkey: str) -> dict[str, list[ResultRow]]:
+    """Rows of one experiment by series label (the estimator; (K, alpha) for the injections),
+    each sorted by ``xkey``."""
     out: dict[str, list[ResultRow]] = {}
     for r in rows:
         if r.experiment == experiment:
-            label = r.estimator
-            if experiment == "hessian_bias":
-                label = f"K={r.get('inner_steps')}"
+            injected = experiment.startswith("hessian_bias")
+            label = f"K={r.get('inner_steps')}, alpha={r.get('inner_lr'):g}" if injected else r.estimator
+            if experiment == "lirpg":
+                label = f"{r.estimator}, K={r.get('inner_steps')}"
             elif experiment == "sweep_states":
                 label = f"{r.estimator} {r.get('combination')}"
             out.setdefault(label, []).append(r)
     return {k: sorted(v, key=lambda r: r.value(xkey)) for k, v in out.items()}
 
 
+_PANELS = (
+    ("sweep_n", "n_inner", "corr", "inner sample size n", "corr (papers' metric)", False),
+    ("sweep_n", "n_inner", "bias_debiased", "inner sample size n", "debiased bias", True),
+    ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", "debiased bias", False),
+    ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", "debiased bias", False),
+    ("hessian_bias", "hessian_bias_c", "bias_debiased", "injected Hessian bias c", "debiased bias", True),
+    ("hessian_bias_k", "hessian_bias_c", "bias_debiased", "injected Hessian bias c", "debiased bias", True),
+    ("lirpg", "n_hessian", "corr", "Hessian sample size n", "corr (papers' metric)", False),
+    ("sweep_states", "num_states", "bias_debiased", "number of states S", "debiased bias", True),
+    ("sweep_states", "num_states", "relative_bias", "number of states S", "relative bias", True),
+)
+
+
 def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> list[Path]:
-    """PNG plots: corr vs n, bias vs n (log-log, fitted slope), bias vs K, bias vs alpha, MSE vs c."""
+    """PNG plots: the compositional-bias sweeps, the injected Hessian bias, LIRPG."""
     folder = Path(folder)
-    panels = [
-        ("sweep_n", "n_inner", "corr", "inner sample size n", "corr (papers' metric)", False),
-        ("sweep_n", "n_inner", "bias_debiased", "inner sample size n", "debiased bias", True),
-        ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", "debiased bias", False),
-        ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", "debiased bias", False),
-        ("hessian_bias", "hessian_bias_c", "mse", "injected Hessian bias c", "MSE", True),
-        ("sweep_states", "num_states", "bias_debiased", "number of states S", "debiased bias", True),
-        ("sweep_states", "num_states", "relative_bias", "number of states S", "relative bias", True),
-    ]
     written = []
-    for experiment, xkey, ykey, xlabel, ylabel, loglog in panels:
+    for experiment, xkey, ykey, xlabel, ylabel, loglog in _PANELS:
         series = _series(rows, experiment, xkey)
         if series:
             written.append(
@@ -612,70 +869,176 @@ def _by_estimator(rows: list[ResultRow], xkey: str) -> dict[str, list[ResultRow]
     return out
 
 
+def _task_mean(r: ResultRow, metric: str) -> tuple[float, float]:
+    """Mean over tasks of a per-task metric and its standard error (NaN where the row lacks it)."""
+    if metric not in r.per_task:
+        return math.nan, math.nan
+    v = np.asarray(r.per_task[metric], dtype=float)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+
+
+def _grid(
+    rows: list[ResultRow],
+    row_of: Callable[[ResultRow], str],
+    col_of: Callable[[ResultRow], Any],
+    cell: Callable[[ResultRow], str],
+    corner: str,
+) -> list[str]:
+    """A markdown table: one line per ``row_of`` label, one column per ``col_of`` value."""
+    cols = sorted({col_of(r) for r in rows}, key=lambda c: (isinstance(c, str), c))
+    labels = list(dict.fromkeys(row_of(r) for r in rows))
+    at = {(row_of(r), col_of(r)): r for r in rows}
+    lines = ["| " + corner + " | " + " | ".join(str(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label in labels:
+        lines.append(
+            f"| {label} | "
+            + " | ".join(cell(at[(label, c)]) if (label, c) in at else "-" for c in cols)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def _corr_and_paper_variance(r: ResultRow) -> str:
+    var, _ = _task_mean(r, "paper_variance")
+    return f"{r.metrics.corr:.3f} ({var:.3g})"
+
+
+def _bias_and_paper_bias(r: ResultRow) -> str:
+    mean, se = _task_mean(r, "bias_sq_debiased")
+    paper, _ = _task_mean(r, "paper_bias")
+    return f"{mean:.3g} ± {se:.2g} ({paper:.3g})"
+
+
+def _bias_with_ci(r: ResultRow) -> str:
+    m = r.metrics
+    return f"{m.bias_debiased:.3g} [{m.bias_ci_low:.3g}, {m.bias_ci_high:.3g}]"
+
+
+def _injected(r: ResultRow) -> str:
+    mean, se = _task_mean(r, "bias_sq_debiased")
+    predicted, _ = _task_mean(r, "predicted_bias_sq")
+    paper, _ = _task_mean(r, "paper_bias")
+    return f"{mean:.3g} ± {se:.2g} / {predicted:.3g} ({paper:.3g})"
+
+
 def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None = None) -> Path:
-    """Markdown summary: the decomposition table and the fitted scaling of each sweep."""
+    """Markdown summary: one table per family, with the official code's own metrics beside ours
+    (corr with their variance, the sum of per-component standard deviations; our debiased squared
+    bias with their non-debiased ``||mean - exact||^2 / D``), so figures compare with the paper's."""
     path = Path(path)
     lines = ["# Tabular meta-gradient bias", ""]
     if rows:
         r0 = rows[0]
         lines += [
             f"Preset `{r0.preset}`, objective `{r0.get('objective')}`, critic noise "
-            f"{r0.get('critic_noise')}, {r0.metrics.num_tasks} tasks x {r0.metrics.repeats} repeats, "
-            f"seed {r0.seed}, commit `{r0.provenance.git_commit}`."
-            + (f" Wall time {total_seconds:.1f} s." if total_seconds is not None else ""),
+            f"{r0.get('critic_noise')}, seed {r0.seed}, commit `{r0.provenance.git_commit}`."
+            + (f" Cell compute {total_seconds:.1f} s." if total_seconds is not None else ""),
+            "Cells: `ours (official metric)`. corr: the papers' metric, (sum over components of the "
+            "standard deviation: the official `var`). Squared bias: our debiased mean over tasks ± s.e. "
+            "(the official non-debiased `||mean - exact||^2 / D`).",
             "",
         ]
-    dec = [r for r in rows if r.experiment == "decomposition"]
+
+    def budget(rs: list[ResultRow]) -> str:
+        m = rs[0].metrics
+        return f"{m.num_tasks} tasks x {m.repeats} estimates"
+
+    def family(name: str) -> list[ResultRow]:
+        return [r for r in rows if r.experiment == name]
+
+    dec = family("decomposition")
     if dec:
-        combos = list(dict.fromkeys(r.get("combination") for r in dec))
-        ests = list(dict.fromkeys(r.estimator for r in dec))
-        by = {(r.estimator, r.get("combination")): r.metrics for r in dec}
         d0 = dec[0]
-        n = d0.get("n_inner") or d0.get("n_hessian") or d0.get("n_outer")
-        for metric in ("corr", "bias_debiased"):
-            lines += [
-                f"## Decomposition (K = {d0.get('inner_steps')}, alpha = {d0.get('inner_lr')}, n = {n}): "
-                f"{metric}",
-                "",
-                "| estimator | " + " | ".join(combos) + " |",
-                "|---" * (len(combos) + 1) + "|",
-            ]
-            for est in ests:
-                cells = []
-                for combo in combos:
-                    m = by.get((est, combo))
-                    if m is None:
-                        cells.append("-")
-                    elif metric == "corr":
-                        cells.append(f"{m.corr:.3f} ± {m.corr_se:.3f}")
-                    else:
-                        cells.append(f"{m.bias_debiased:.4f} [{m.bias_ci_low:.4f}, {m.bias_ci_high:.4f}]")
-                lines.append(f"| {est} | " + " | ".join(cells) + " |")
-            lines.append("")
-    for experiment, xkey, ykey in (
-        ("sweep_n", "n_inner", "bias_debiased"),
-        ("sweep_k", "inner_steps", "bias_debiased"),
-        ("sweep_alpha", "inner_lr", "bias_debiased"),
-        ("hessian_bias", "hessian_bias_c", "mse"),
-        ("sweep_states", "num_states", "bias_debiased"),
-        ("sweep_states", "num_states", "relative_bias"),
-    ):
-        series = _series(rows, experiment, xkey)
-        if not series:
-            continue
-        xs = list(dict.fromkeys(r.value(xkey) for rs in series.values() for r in rs))
         lines += [
-            f"## {experiment}: {ykey} vs {xkey}",
+            f"## Decomposition (K = {d0.get('inner_steps')}, alpha = {d0.get('inner_lr')}, {budget(dec)}): "
+            "corr (official variance) by n and stage combination",
             "",
-            "| series | " + " | ".join(str(x) for x in xs) + " | log-log slope |",
-            "|---" * (len(xs) + 2) + "|",
         ]
-        for label, rs in series.items():
-            at = {r.value(xkey): r.value(ykey) for r in rs}
-            slope = fit_loglog_slope(list(at), list(at.values()))
-            values = " | ".join(f"{at[x]:.4g}" if x in at else "-" for x in xs)
-            lines.append(f"| {label} | {values} | {slope:.2f} |")
-        lines.append("")
+        for est in dict.fromkeys(r.estimator for r in dec if r.estimator != "exact"):
+            lines += [f"### {est}", ""]
+            lines += _grid(
+                [r for r in dec if r.estimator == est],
+                lambda r: f"n = {max(r.get('n_inner'), r.get('n_hessian'), r.get('n_outer'))}",
+                lambda r: r.get("combination"),
+                _corr_and_paper_variance,
+                "n",
+            )
+    for name, xkey, what in (("k_ablation", "inner_steps", "K"), ("alpha_ablation", "inner_lr", "alpha")):
+        rs = family(name)
+        if rs:
+            lines += [
+                f"## {name} ({', '.join(dict.fromkeys(r.estimator for r in rs))}, {budget(rs)}): "
+                f"corr (official variance) by {what}",
+                "",
+            ]
+            lines += _grid(
+                rs,
+                lambda r: r.get("combination"),
+                lambda r, k=xkey: r.get(k),
+                _corr_and_paper_variance,
+                "combination",
+            )
+    for name, xkey in (("sweep_n", "n_inner"), ("sweep_k", "inner_steps"), ("sweep_alpha", "inner_lr")):
+        rs = family(name)
+        if rs:
+            r0 = rs[0]
+            lines += [
+                f"## {name}: compositional bias, 'lee' (K = {r0.get('inner_steps')} / alpha = "
+                f"{r0.get('inner_lr')} / n = {r0.get('n_inner')} where fixed, {budget(rs)}): debiased "
+                f"squared bias ± s.e. (official bias) by {xkey}",
+                "",
+            ]
+            lines += _grid(
+                rs, lambda r: r.estimator, lambda r, k=xkey: r.get(k), _bias_and_paper_bias, "estimator"
+            )
+    for name in ("hessian_bias", "hessian_bias_k"):
+        rs = family(name)
+        if rs:
+            lines += [
+                f"## {name}: injected Hessian bias ({budget(rs)}): measured debiased squared bias ± s.e. / "
+                "exact prediction (official bias) by c",
+                "",
+            ]
+            lines += _grid(
+                rs,
+                lambda r: f"K = {r.get('inner_steps')}, alpha = {r.get('inner_lr'):g}",
+                lambda r: r.get("hessian_bias_c"),
+                _injected,
+                "series",
+            )
+    rs = family("hessian_ranking")
+    if rs:
+        lines += [
+            f"## hessian_ranking: 'ele' ({budget(rs)}): debiased squared bias ± s.e. (official bias) by n",
+            "",
+        ]
+        lines += _grid(
+            rs, lambda r: r.estimator, lambda r: r.get("n_hessian"), _bias_and_paper_bias, "estimator"
+        )
+    rs = family("lirpg")
+    if rs:
+        lines += [
+            f"## lirpg: 'ele', GAE lambda {rs[0].get('gae_lambda')} ({budget(rs)}): "
+            "corr (official variance) by n",
+            "",
+        ]
+        lines += _grid(
+            rs,
+            lambda r: f"{r.estimator}, K = {r.get('inner_steps')}",
+            lambda r: r.get("n_hessian"),
+            _corr_and_paper_variance,
+            "Hessian, K",
+        )
+    rs = family("sweep_states")
+    if rs:
+        lines += [f"## sweep_states: debiased bias [95% CI] by the number of states S ({budget(rs)})", ""]
+        lines += _grid(
+            rs,
+            lambda r: f"{r.estimator} {r.get('combination')}",
+            lambda r: r.get("num_states"),
+            _bias_with_ci,
+            "series",
+        )
     lines += _extension_summary(rows)
     write_text_atomic(path, "\n".join(lines))
     return path
@@ -741,8 +1104,8 @@ def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
     """A cell's peak memory (:mod:`metagrad.app.memory`): its largest sampled stage, the Jacobian
     graphs kept for the outer gradient, and the tasks (transition tables and alias tables)."""
     S, A = _task_config(config, cell).num_states, config.num_actions
-    repeats = cell.tags.get("estimates_per_task", config.repeats)
-    fixed = config.num_tasks * (40 * S * S * A + 16 * repeats * S * A + 10_000)
+    repeats = cell.estimates(config)
+    fixed = cell.num_tasks(config) * (40 * S * S * A + 16 * repeats * S * A + 10_000)
     if isinstance(cell.spec, DerivativeSpec):  # hessian_scoring: one batch of n episodes per estimate
         stage = StageSpec(cell.spec.estimator, cell.spec.n)
         return staged_estimate(
@@ -752,7 +1115,7 @@ def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
             repeats=repeats,
             peak_per_step=200,
             kept_per_step=25,
-            fixed=fixed + config.num_tasks * repeats * (S * A) ** 2 * 8,
+            fixed=fixed + cell.num_tasks(config) * repeats * (S * A) ** 2 * 8,
             flags=("--ope-n", "--repeats"),
             fixed_flags=("--num-tasks", "--repeats"),
         )
@@ -773,11 +1136,8 @@ def memory_estimate(config: TabularBenchConfig, cell: Cell) -> MemoryEstimate:
 
 def describe_preset(config: TabularBenchConfig) -> str:
     """One line for ``metagrad list presets``."""
-    repeats = f"{config.repeats} repeats"
-    if "mlmc_bias" in config.experiments:
-        repeats += f" ({config.mlmc_repeats} in mlmc_bias)"
     return (
-        f"{config.num_tasks} tasks x {repeats}, objective {config.objective}, "
+        f"{config.num_tasks} tasks x {config.repeats} repeats, objective {config.objective}, "
         f"experiments {', '.join(config.experiments)}"
     )
 
@@ -790,17 +1150,22 @@ SUITE = Suite(
     spec_nested=STAGED_SPEC_FIELDS,
     presets=PRESETS,
     default_preset="liu2022",
-    experiments=(*EXPERIMENTS, *EXTRA_EXPERIMENTS),
+    experiments=EXPERIMENTS,
     make_cells=make_cells,
     score_cell=run_cell,
     write_plots=write_plots,
     write_summary=write_summary,
     claims=tabular_claims,
     options=(
-        *common_options(estimators=("estimators", "sweep_estimators", "ope_estimators")),
+        *common_options(estimators=_ESTIMATOR_FIELDS[:-2] + _ESTIMATOR_FIELDS[-1:]),
         Option("--num-tasks", ("num_tasks",), "int", "random MDPs per cell"),
-        Option("--n", ("n",), "int", "episodes per estimated stage (decomposition)"),
-        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
+        Option(
+            "--n",
+            ("decomposition_n",),
+            "ints",
+            "episodes per estimated stage of the decomposition (e.g. 8,32)",
+        ),
+        Option("--inner-steps", ("inner_steps",), "int", "inner steps K of the decomposition"),
         Option(
             "--mlmc-max-level", ("mlmc_max_level",), "int", "mlmc_bias: truncation level of the MLMC stage"
         ),
@@ -816,6 +1181,7 @@ SUITE = Suite(
         "inner_lr",
         "hessian_bias_c",
         "objective",
+        "meta_parameter",
         "derivative",
         "eps",
         "behaviour",
