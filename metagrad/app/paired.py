@@ -22,6 +22,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -30,16 +31,21 @@ from metagrad.app.rows import ResultRow
 
 __all__ = [
     "CONFIDENCE",
+    "DERIVED_TASK_METRICS",
     "NUM_RESAMPLES",
     "Interval",
     "PairedDifference",
     "check_paired",
+    "has_task_values",
     "mean_interval",
     "paired_difference",
     "probability_of_improvement",
     "stable_seed",
+    "stratified_improvement",
+    "stratified_mean",
     "task_bootstrap",
     "task_matrix",
+    "task_values",
     "unpaired_difference",
 ]
 
@@ -132,12 +138,28 @@ def task_bootstrap(
             return float(statistic(data[np.asarray(idx, dtype=int)]))
 
     indices = (np.arange(n),)
+    return _interval(indices, on_indices, estimate, seed, confidence, num_resamples, vectorized, method)
+
+
+def _interval(
+    samples: tuple[np.ndarray, ...],
+    statistic: Callable[..., Any],
+    estimate: float,
+    seed: int,
+    confidence: float,
+    num_resamples: int,
+    vectorized: bool,
+    method: str,
+) -> Interval:
+    """``scipy.stats.bootstrap`` of ``statistic`` over ``samples`` (each sample resampled on its
+    own), ``method`` then percentile where it is undefined; the point itself
+    where every resample gives the same value, unbounded where nothing works."""
     for attempt in dict.fromkeys((method, "percentile")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = stats.bootstrap(
-                indices,
-                on_indices,
+                samples,
+                statistic,
                 n_resamples=num_resamples,
                 confidence_level=confidence,
                 method=attempt,
@@ -152,6 +174,30 @@ def task_bootstrap(
         if constant:
             return Interval(estimate, estimate, estimate)
     return Interval(estimate, -math.inf, math.inf)
+
+
+def stratified_mean(
+    strata: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    num_resamples: int = NUM_RESAMPLES,
+) -> Interval:
+    """The mean over strata of each stratum's mean, with a *stratified* bootstrap interval: the
+    tasks of every stratum (one setting: its tasks, scored by every estimator) are resampled
+    within it, so every setting keeps its weight (as rliable's stratified bootstrap resamples the
+    runs of each task, Agarwal et al., NeurIPS 2021). ``strata``: one ``[N_i]`` array per stratum."""
+    strata = tuple(np.asarray(s, dtype=float).reshape(-1) for s in strata)
+    if not strata or any(s.size == 0 for s in strata):
+        raise ValueError("stratified_mean: every stratum needs at least one value")
+    estimate = float(np.mean([s.mean() for s in strata]))
+    if all(s.size < 2 for s in strata):
+        return Interval(estimate, -math.inf, math.inf)
+
+    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean([x.mean(axis) for x in samples], axis=0)
+
+    return _interval(strata, statistic, estimate, seed, confidence, num_resamples, True, "percentile")
 
 
 def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval:
@@ -169,6 +215,27 @@ def mean_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interva
     return Interval(mean, float(low), float(high))
 
 
+# Per-task metrics derived from the stored ones: name -> (stored metric, row -> factor)
+DERIVED_TASK_METRICS: dict[str, tuple[str, Callable[[ResultRow], float]]] = {
+    "mse_x_episodes": ("mse", lambda r: float(r.episodes_per_estimate)),
+}
+
+
+def has_task_values(row: ResultRow, metric: str) -> bool:
+    """Whether :func:`task_values` can give ``metric`` for ``row``."""
+    return DERIVED_TASK_METRICS.get(metric, (metric,))[0] in row.per_task
+
+
+def task_values(row: ResultRow, metric: str) -> np.ndarray:
+    """``[N]``: ``row``'s per-task ``metric``, stored (``mse``, ``bias_sq_debiased``, ...) or
+    derived (``mse_x_episodes``: the per-task MSE times the expected episodes per estimate, the
+    cost-aware comparison)."""
+    if not has_task_values(row, metric):
+        raise ValueError(f"row {row.label}: no per-task {metric!r} (rows from before per-task metrics)")
+    stored, factor = DERIVED_TASK_METRICS.get(metric, (metric, lambda r: 1.0))
+    return np.asarray(row.per_task[stored], dtype=float) * factor(row)
+
+
 def check_paired(rows: Sequence[ResultRow], metric: str) -> None:
     """Raise ``ValueError`` unless every row has ``metric`` per task and all share one pairing
     key (same tasks, same random numbers)."""
@@ -179,8 +246,7 @@ def check_paired(rows: Sequence[ResultRow], metric: str) -> None:
             + ", ".join(f"{r.label} {r.cell.get('pairing')}" for r in rows)
         )
     for r in rows:
-        if metric not in r.per_task:
-            raise ValueError(f"row {r.label}: no per-task {metric!r} (rows from before per-task metrics)")
+        task_values(r, metric)
 
 
 def task_matrix(rows: Sequence[ResultRow], metric: str) -> np.ndarray:
@@ -189,14 +255,12 @@ def task_matrix(rows: Sequence[ResultRow], metric: str) -> np.ndarray:
     of a sweep)."""
     if not rows:
         raise ValueError("task_matrix: no rows")
-    for r in rows:
-        if metric not in r.per_task:
-            raise ValueError(f"row {r.label}: no per-task {metric!r} (rows from before per-task metrics)")
-    sizes = {len(r.per_task[metric]) for r in rows}
+    values = [task_values(r, metric) for r in rows]
+    sizes = {v.size for v in values}
     seeds = {r.seed for r in rows}
     if len(sizes) != 1 or len(seeds) != 1:
         raise ValueError(f"rows are not on the same tasks (tasks {sorted(sizes)}, seeds {sorted(seeds)})")
-    return np.array([r.per_task[metric] for r in rows], dtype=float).T
+    return np.array(values, dtype=float).T
 
 
 def _mean_difference(x: np.ndarray) -> np.ndarray:
@@ -256,9 +320,13 @@ def unpaired_difference(
     return Interval(float(a.mean() - b.mean()), float(ci.low), float(ci.high))
 
 
+def _wins(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 where ``a < b``, 1/2 where equal, 0 where ``a > b`` (elementwise)."""
+    return (a < b) + 0.5 * (a == b)
+
+
 def _improvement(x: np.ndarray) -> np.ndarray:
-    a, b = x[..., 0], x[..., 1]
-    return ((a < b) + 0.5 * (a == b)).mean(-1)
+    return _wins(x[..., 0], x[..., 1]).mean(-1)
 
 
 def probability_of_improvement(
@@ -282,3 +350,29 @@ def probability_of_improvement(
         num_resamples=num_resamples,
         vectorized=True,
     )
+
+
+def stratified_improvement(
+    strata: Sequence[tuple[ResultRow, Sequence[ResultRow]]],
+    metric: str = "mse",
+    *,
+    confidence: float = CONFIDENCE,
+    num_resamples: int = NUM_RESAMPLES,
+) -> Interval:
+    """The probability that an estimator has the lower per-task ``metric`` than its opponents,
+    over several settings: per setting (stratum) one ``(row, opponents)`` of paired rows; per
+    task, the share of opponents it beats (ties 1/2); the mean over tasks, then over settings
+    (each setting weighs the same), with a stratified bootstrap interval over the tasks of each
+    setting (:func:`stratified_mean`). One opponent per setting gives the pairwise
+    :func:`probability_of_improvement` pooled over settings."""
+    if not strata:
+        raise ValueError("stratified_improvement: no settings")
+    per_stratum = []
+    for row, opponents in strata:
+        if not opponents:
+            raise ValueError(f"stratified_improvement: no opponents for {row.label}")
+        check_paired([row, *opponents], metric)
+        data = task_matrix([row, *opponents], metric)
+        per_stratum.append(_wins(data[:, :1], data[:, 1:]).mean(-1))
+    seed = stable_seed(metric, *(r.cell_id for row, ops in strata for r in (row, *ops)))
+    return stratified_mean(per_stratum, seed=seed, confidence=confidence, num_resamples=num_resamples)
