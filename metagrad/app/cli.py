@@ -27,7 +27,7 @@ from metagrad.app.memory import InsufficientMemory
 from metagrad.app.options import Option, collect_overrides
 from metagrad.app.outputs import write_text_atomic
 from metagrad.app.provenance import run_metadata
-from metagrad.app.report import failed, seed_table, write_outputs
+from metagrad.app.report import failed, output_paths, output_prefix, seed_table, write_outputs
 from metagrad.app.runner import BenchInterrupted, CellsFailed, RunResults, run_bench
 from metagrad.app.store import ResultStore, StoreError, check_output_path
 from metagrad.app.suites import SUITES, default_runs, get_suite
@@ -277,8 +277,19 @@ def _print_written(written: Any, total: int, store: Path) -> None:
 
 def _check_outputs(store: Path) -> None:
     """The store and the fixed outputs beside it can be used (checked before any work)."""
-    for path in (store, store.parent / "leaderboard.md", store.parent / "report.md"):
+    for path in (store, *output_paths(store).values()):
         check_output_path(path)
+
+
+def _store_results(store: Path) -> RunResults:
+    """Every valid row of ``store`` by ``(suite, preset)`` (problems printed to stderr)."""
+    loaded = ResultStore(store).load(warn=False)
+    for problem in loaded.problems:
+        print(f"metagrad: {problem}", file=sys.stderr)
+    results: RunResults = {}
+    for row in loaded.rows.values():
+        results.setdefault((row.bench, row.preset), []).append(row)
+    return results
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -303,8 +314,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         failed, results = exc, exc.results
     except ValueError as exc:
         raise SystemExit(f"metagrad: {exc}") from exc
-    written = write_outputs(results, store.parent)
-    _print_written(written, sum(len(rows) for rows in results.values()), store)
+    # the outputs reflect the whole store, never only this run's rows
+    everything = _store_results(store) or results
+    written = write_outputs(everything, store.parent, prefix=output_prefix(store))
+    ran = sum(len(rows) for rows in results.values())
+    total = sum(len(rows) for rows in everything.values())
+    if total != ran:
+        print(
+            f"metagrad: this run scored or reused {ran} cells; the outputs cover all {total} rows of {store}"
+        )
+    _print_written(written, total, store)
     if failed is not None:
         raise SystemExit(
             f"metagrad: {len(failed.failures)} cell(s) failed and were not stored (listed above); "
@@ -316,21 +335,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     store = _store_path(args)
     _check_outputs(store)
-    loaded = ResultStore(store).load(warn=False)
-    for problem in loaded.problems:
-        print(f"metagrad: {problem}", file=sys.stderr)
-    if not loaded.rows:
+    results = _store_results(store)
+    if not results:
         raise SystemExit(f"metagrad: no result rows in {store}; run `metagrad bench` first")
-    results: RunResults = {}
-    for row in loaded.rows.values():
-        results.setdefault((row.bench, row.preset), []).append(row)
-    present = sorted({r.seed for r in loaded.rows.values()})
+    present = sorted({r.seed for rows in results.values() for r in rows})
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     if seeds is not None:
         missing = sorted(set(seeds) - set(present))
         if missing:
             raise SystemExit(f"metagrad: --seeds: no rows of seed(s) {missing} in {store} (it has {present})")
-    written = write_outputs(results, store.parent, seeds)
+    written = write_outputs(results, store.parent, seeds, prefix=output_prefix(store))
     for seed, claims in written.claims.items():
         for claim in claims:
             print(f"seed {seed} {claim.verdict:<12} {claim.name}: {claim.evidence}")

@@ -22,10 +22,13 @@ from metagrad.app.runner import RunResults
 from metagrad.app.suites import SUITES
 
 __all__ = [
+    "DEFAULT_STORE_NAME",
     "Outputs",
     "claims_by_seed",
     "evaluate_claims",
     "failed",
+    "output_paths",
+    "output_prefix",
     "seed_table",
     "write_outputs",
     "write_report",
@@ -168,10 +171,33 @@ class Outputs:
         return self.paths[name]
 
 
-def write_outputs(results: RunResults, folder: str | Path, seeds: list[int] | None = None) -> Outputs:
+DEFAULT_STORE_NAME = "rows.jsonl"
+
+
+def output_prefix(store: str | Path) -> str:
+    """The prefix of the outputs of a store: none for the default ``rows.jsonl``, else the store's
+    name without its suffix and an underscore (``results/quick.jsonl`` -> ``quick_``), so that
+    the outputs of two stores in one folder never overwrite each other."""
+    store = Path(store)
+    return "" if store.name == DEFAULT_STORE_NAME else f"{store.stem}_"
+
+
+def output_paths(store: str | Path) -> dict[str, Path]:
+    """The fixed outputs written beside ``store`` (leaderboard, report, HTML report, seed table)."""
+    store = Path(store)
+    prefix = output_prefix(store)
+    names = {"leaderboard": "leaderboard.md", "report": "report.md", "html": "report.html"}
+    names["seed_table"] = "seed_table.md"
+    return {key: store.parent / f"{prefix}{name}" for key, name in names.items()}
+
+
+def write_outputs(
+    results: RunResults, folder: str | Path, seeds: list[int] | None = None, *, prefix: str = ""
+) -> Outputs:
     """Per-run plots and summaries (``SUITE_PRESET_*``, ``SUITE_PRESET_seedS_*`` for a run seed
     other than the first), then ``leaderboard.md`` and ``report.md`` over all the rows, and
-    ``seed_table.md`` when the rows hold several run seeds (``seeds``: only those)."""
+    ``seed_table.md`` when the rows hold several run seeds (``seeds``: only those); every name
+    starts with ``prefix`` (:func:`output_prefix` of the store)."""
     folder = Path(folder)
     plots: list[Path] = []
     summaries: list[Path] = []
@@ -181,7 +207,7 @@ def write_outputs(results: RunResults, folder: str | Path, seeds: list[int] | No
     first = min((r.seed for r in all_rows), default=0)
     for (suite, preset), rows in results.items():
         for seed in sorted({r.seed for r in rows}):
-            stem = f"{suite}_{preset}" + ("" if seed == first else f"_seed{seed}")
+            stem = f"{prefix}{suite}_{preset}" + ("" if seed == first else f"_seed{seed}")
             if seeds is not None and seed not in seeds:
                 continue
             written = write_suite_outputs(suite, [r for r in rows if r.seed == seed], folder, stem)
@@ -189,14 +215,14 @@ def write_outputs(results: RunResults, folder: str | Path, seeds: list[int] | No
             summaries += [p for p in written if p.suffix == ".md"]
     by_seed = claims_by_seed(all_rows)
     out = {
-        "leaderboard": write_leaderboard(all_rows, folder / "leaderboard.md"),
+        "leaderboard": write_leaderboard(all_rows, folder / f"{prefix}leaderboard.md"),
         "report": write_report(
-            all_rows, folder / "report.md", plots=plots, summaries=summaries, claims=by_seed
+            all_rows, folder / f"{prefix}report.md", plots=plots, summaries=summaries, claims=by_seed
         ),
     }
     if len(by_seed) > 1:
         out["seed_table"] = write_text_atomic(
-            folder / "seed_table.md", "# Verdicts per seed\n\n" + seed_table(by_seed)
+            folder / f"{prefix}seed_table.md", "# Verdicts per seed\n\n" + seed_table(by_seed)
         )
     return Outputs(out, by_seed)
 
