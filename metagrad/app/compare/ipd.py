@@ -202,7 +202,13 @@ def _write_plot(rows: list[dict], path: Path) -> None:
         xlabel="iteration (simultaneous updates)",
         ylabel="per-step average reward (mean of both agents)",
         title="Iterated game: naive vs LOLA learners",
+        hlines=_REWARD_LINES.get(rows[0].get("game", "ipd"), {}) if rows else {},
     )
+
+
+# Per-step rewards of the iterated prisoner's dilemma (Foerster et al. 2018): mutual cooperation
+# -1, mutual defection -2 (each agent's reward; the plot shows the mean of the two).
+_REWARD_LINES = {"ipd": {"mutual cooperation (-1)": -1.0, "mutual defection (-2)": -2.0}}
 
 
 COMPARISON = Comparison(

@@ -53,7 +53,7 @@ from metagrad.app.claims import ipd_claims, power_law_exponent
 from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
-from metagrad.app.plotting import series_panel
+from metagrad.app.plotting import human, series_panel
 from metagrad.app.rows import ResultRow, stage_setting
 from metagrad.app.suite import (
     STAGED_SPEC_FIELDS,
@@ -483,23 +483,39 @@ def _series(rows: list[ResultRow], experiment: str, xkey: str, kind: str) -> dic
 
 
 _PANELS = (
-    ("sweep_n", "n_inner", "bias_debiased", "batch n (inner = outer)", True),
-    ("sweep_n", "n_inner", "corr", "batch n (inner = outer)", False),
-    ("sweep_lr", "lookahead_lr", "bias_debiased", "lookahead step size", False),
-    ("sweep_steps", "lookahead_steps", "bias_debiased", "lookahead steps", False),
+    (
+        "sweep_n",
+        "n_inner",
+        "bias_debiased",
+        "batch n (inner = outer, episodes)",
+        "debiased bias (95% CI)",
+        True,
+    ),
+    (
+        "sweep_n",
+        "n_inner",
+        "corr",
+        "batch n (inner = outer, episodes)",
+        "correlation with the exact gradient",
+        False,
+    ),
+    ("sweep_lr", "lookahead_lr", "bias_debiased", "lookahead step size", "debiased bias (95% CI)", False),
+    ("sweep_steps", "lookahead_steps", "bias_debiased", "lookahead steps", "debiased bias (95% CI)", False),
 )
+_KIND_STYLES = ("-", "--", ":", "-.")
 
 
 def write_ipd_plots(rows: list[ResultRow], folder: Path, stem: str = "ipd") -> list[Path]:
-    """PNG plots per experiment (one line per pair kind and estimator) with CIs."""
+    """Figures (PNG + PDF + caption) per experiment: one line per estimator (its colour) and pair
+    kind (its line style), with CIs."""
     folder = Path(folder)
     written = []
-    for experiment, xkey, ykey, xlabel, loglog in _PANELS:
-        series = {
-            f"{label} ({kind})": rs
-            for kind in PAIR_KINDS
-            for label, rs in _series(rows, experiment, xkey, kind).items()
-        }
+    for experiment, xkey, ykey, xlabel, ylabel, loglog in _PANELS:
+        series, styles = {}, {}
+        for i, kind in enumerate(PAIR_KINDS):
+            for label, rs in _series(rows, experiment, xkey, kind).items():
+                series[f"{human(label)} ({kind} pairs)"] = rs
+                styles[f"{human(label)} ({kind} pairs)"] = _KIND_STYLES[i % len(_KIND_STYLES)]
         if series:
             written.append(
                 series_panel(
@@ -508,9 +524,17 @@ def write_ipd_plots(rows: list[ResultRow], folder: Path, stem: str = "ipd") -> l
                     xkey,
                     ykey,
                     xlabel=xlabel,
-                    ylabel=ykey,
-                    title=f"LOLA {experiment}: {ykey}",
+                    ylabel=ylabel,
+                    title=f"LOLA in the IPD: {human(experiment).lower()}"
+                    if experiment != "sweep_n"
+                    else "LOLA in the IPD: bias vs batch size",
                     loglog=loglog,
+                    reference_slope=-0.5 if loglog else None,
+                    linestyles=styles,
+                    notes="Line styles: pair kinds (random or trained policy pairs)."
+                    + (
+                        " Dashed grey: slope -1/2 reference (sampling error of n episodes)." if loglog else ""
+                    ),
                 )
             )
     return written
@@ -562,7 +586,7 @@ def write_ipd_summary(rows: list[ResultRow], path: Path, total_seconds: float | 
                     f"| {cell('lll', lambda r: f'{r.metrics.mse:.4g}')} |"
                 )
             lines.append("")
-        for experiment, xkey, ykey, xlabel, _ in _PANELS:
+        for experiment, xkey, ykey, xlabel, _, _ in _PANELS:
             if ykey != "bias_debiased":
                 continue
             series = _series(rows, experiment, xkey, kind)

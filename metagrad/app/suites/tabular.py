@@ -70,7 +70,7 @@ from metagrad.app.claims import tabular_claims
 from metagrad.app.memory import MemoryEstimate, staged_estimate
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_text_atomic
-from metagrad.app.plotting import series_panel
+from metagrad.app.plotting import human, sequence_styles, series_grid, series_panel
 from metagrad.app.provenance import config_hash
 from metagrad.app.rows import ResultRow, stage_setting
 from metagrad.app.suite import STAGED_SPEC_FIELDS, Cell, Suite, cell_seed, common_options, scored_row
@@ -766,36 +766,101 @@ def _series(rows: list[ResultRow], experiment: str, xkey: str) -> dict[str, list
     return {k: sorted(v, key=lambda r: r.value(xkey)) for k, v in out.items()}
 
 
+_BIAS = "debiased bias (95% CI)"
+_CORR = "correlation with the exact gradient"
 _PANELS = (
-    ("sweep_n", "n_inner", "corr", "inner sample size n", "corr (papers' metric)", False),
-    ("sweep_n", "n_inner", "bias_debiased", "inner sample size n", "debiased bias", True),
-    ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", "debiased bias", False),
-    ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", "debiased bias", False),
-    ("hessian_bias", "hessian_bias_c", "bias_debiased", "injected Hessian bias c", "debiased bias", True),
-    ("hessian_bias_k", "hessian_bias_c", "bias_debiased", "injected Hessian bias c", "debiased bias", True),
-    ("lirpg", "n_hessian", "corr", "Hessian sample size n", "corr (papers' metric)", False),
-    ("sweep_states", "num_states", "bias_debiased", "number of states S", "debiased bias", True),
+    ("sweep_n", "n_inner", "corr", "inner sample size n (episodes)", _CORR, False),
+    ("sweep_n", "n_inner", "bias_debiased", "inner sample size n (episodes)", _BIAS, True),
+    ("sweep_k", "inner_steps", "bias_debiased", "inner steps K", _BIAS, False),
+    ("sweep_alpha", "inner_lr", "bias_debiased", "inner step size alpha", _BIAS, False),
+    ("hessian_bias", "hessian_bias_c", "bias_debiased", "injected Hessian bias c", _BIAS, True),
+    ("hessian_bias_k", "hessian_bias_c", "bias_debiased", "injected Hessian bias c", _BIAS, True),
+    ("lirpg", "n_hessian", "corr", "Hessian sample size n (episodes)", _CORR, False),
+    ("sweep_states", "num_states", "bias_debiased", "number of states S", _BIAS, True),
     ("sweep_states", "num_states", "relative_bias", "number of states S", "relative bias", True),
+)
+_SLOPE_NOTE = (
+    "Dashed grey: slope -1/2, the paper's O(n^-1/2) bound on the compositional bias (the delta method "
+    "gives -1 asymptotically: expect exponents between -1 and -1/2)."
+)
+_INJECTION_NOTE = (
+    "Dotted: the exact prediction of the injected bias (the exact meta-gradient with the injected "
+    "Hessian term in expectation), root of the mean over tasks of its squared distance to the exact one."
 )
 
 
-def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> list[Path]:
-    """PNG plots: the compositional-bias sweeps, the injected Hessian bias, LIRPG."""
-    folder = Path(folder)
+def _theory(
+    experiment: str, series: dict[str, list[ResultRow]]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """The exact injected-Hessian prediction per series, from the rows' ``predicted_bias_sq``."""
+    if not experiment.startswith("hessian_bias"):
+        return {}
+    out = {}
+    for label, rows in series.items():
+        have = [r for r in rows if "predicted_bias_sq" in r.per_task]
+        if have:
+            x = [float(r.get("hessian_bias_c")) for r in have]
+            y = [math.sqrt(max(_task_mean(r, "predicted_bias_sq")[0], 0.0)) for r in have]
+            out[f"prediction, {label}"] = (x, y)
+    return out
+
+
+def _decomposition_plots(rows: list[ResultRow], folder: Path, stem: str) -> list[Path]:
+    """The paper's main figure: per stage combination, each estimator's corr and debiased bias
+    against the sample size n of its sampled stages (one panel per combination)."""
+    dec = [r for r in rows if r.experiment == "decomposition" and r.estimator != "exact"]
+    if len({r.cell.get("n") for r in dec}) < 2:
+        return []
+    panels: dict[str, dict[str, list[ResultRow]]] = {}
+    for combo in dict.fromkeys(r.get("combination") for r in dec):
+        series: dict[str, list[ResultRow]] = {}
+        for r in sorted((r for r in dec if r.get("combination") == combo), key=lambda r: r.cell.get("n")):
+            series.setdefault(human(r.estimator), []).append(r)
+        panels[human(combo)] = series
     written = []
+    for ykey, ylabel, loglog in (("corr", "corr", False), ("bias_debiased", "debiased bias", True)):
+        written.append(
+            series_grid(
+                folder / f"{stem}_decomposition_{ykey}.png",
+                panels,
+                "n",
+                ykey,
+                xlabel="episodes n per sampled stage",
+                ylabel=ylabel,
+                title=f"Decomposition: {human(ykey)} per stage combination (inner, Hessian, outer; e exact, "
+                "l sampled) vs n",
+                loglog=loglog,
+                notes="One panel per stage combination; colours: estimators (the same in every figure).",
+            )
+        )
+    return written
+
+
+def write_plots(rows: list[ResultRow], folder: Path, stem: str = "tabular") -> list[Path]:
+    """Figures (PNG + PDF + caption): the decomposition per stage combination, the
+    compositional-bias sweeps, the injected Hessian bias, LIRPG, the extensions."""
+    folder = Path(folder)
+    written = _decomposition_plots(rows, folder, stem)
     for experiment, xkey, ykey, xlabel, ylabel, loglog in _PANELS:
         series = _series(rows, experiment, xkey)
         if series:
+            injected = experiment.startswith("hessian_bias")
+            slope = -0.5 if experiment == "sweep_n" and ykey == "bias_debiased" else None
+            notes = _SLOPE_NOTE if slope else (_INJECTION_NOTE if injected else "")
             written.append(
                 series_panel(
                     folder / f"{stem}_{experiment}_{ykey}.png",
-                    series,
+                    {human(k) if not injected else k: v for k, v in series.items()},
                     xkey,
                     ykey,
                     xlabel=xlabel,
                     ylabel=ylabel,
-                    title=f"{experiment}: {ylabel} vs {xlabel.split(' ')[-1]}",
+                    title=human(experiment),
                     loglog=loglog,
+                    reference_slope=slope,
+                    theory=_theory(experiment, series),
+                    colors=sequence_styles(series) if injected else None,
+                    notes=notes,
                 )
             )
     return written + _extension_plots(rows, folder, stem)
