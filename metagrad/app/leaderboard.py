@@ -359,9 +359,10 @@ def overview_lines(rows: list[ResultRow]) -> list[str]:
     return lines
 
 
-def write_leaderboard(rows: list[ResultRow], path: str | Path) -> Path:
-    """``leaderboard.md``: the overview, then per setting one table per metric ranking the
-    estimators by paired comparisons (ties stated), then the settings with a single estimator."""
+def write_leaderboard(rows: list[ResultRow], path: str | Path, overview: list[str] | None = None) -> Path:
+    """``leaderboard.md``: the overview (``overview``: its lines from :func:`overview_lines`,
+    default computed), then per setting one table per metric ranking the estimators by paired
+    comparisons (ties stated), then the settings with a single estimator."""
     path = Path(path)
     commits = sorted({r.provenance.git_commit for r in rows})
     lines = [
@@ -374,7 +375,7 @@ def write_leaderboard(rows: list[ResultRow], path: str | Path) -> Path:
         "numbers), so they are compared by paired differences over tasks.",
         "",
     ]
-    lines += overview_lines(rows)
+    lines += overview_lines(rows) if overview is None else overview
     groups = _groups(rows)
     ranked = {k: g for k, g in groups.items() if len({_label(r) for r in g}) > 1}
     single = {k: g for k, g in groups.items() if k not in ranked}

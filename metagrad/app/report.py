@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metagrad.app.claims import FAIL, Claim
-from metagrad.app.leaderboard import write_leaderboard
+from metagrad.app.html import write_html
+from metagrad.app.leaderboard import overview_lines, write_leaderboard
 from metagrad.app.outputs import write_text_atomic
+from metagrad.app.plotting import caption_path, rows_caption
 from metagrad.app.rows import ResultRow
 from metagrad.app.runner import RunResults
 from metagrad.app.suites import SUITES
@@ -102,9 +104,13 @@ def write_report(
     plots: list[Path] | None = None,
     summaries: list[Path] | None = None,
     claims: dict[int, list[Claim]] | None = None,
+    overview: list[str] | None = None,
 ) -> Path:
-    """``report.md``: each claim with its measured evidence and verdict (per run seed; pass
-    ``claims`` from :func:`claims_by_seed` to reuse them), then the plots."""
+    """``report.md``: the leaderboard's overview (``overview``: its lines, default computed), each
+    claim with its measured evidence and verdict (per run seed; pass ``claims`` from
+    :func:`claims_by_seed` to reuse them), then the figures, each with its caption (the
+    ``.caption.md`` beside it, else the preset, tasks x repeats and seeds of the rows) and a link
+    to its PDF."""
     path = Path(path)
     by_seed = claims_by_seed(rows) if claims is None else claims
     commits = sorted({r.provenance.git_commit for r in rows})
@@ -119,6 +125,7 @@ def write_report(
         "(supported), FAIL (contradicted), INCONCLUSIVE (the data cannot tell), n/a (rows missing).",
         "",
     ]
+    lines += overview_lines(rows) if overview is None else overview
     if len(by_seed) > 1:
         lines += ["## Verdicts per seed", "", seed_table(by_seed)]
     for seed, claims in by_seed.items():
@@ -143,9 +150,13 @@ def write_report(
         lines += [f"- [{p.name}]({_relative(p, path.parent)})" for p in summaries]
         lines.append("")
     if plots:
-        lines += ["## Plots", ""]
-        for p in plots:
-            lines += [f"![{p.stem}]({_relative(p, path.parent)})", ""]
+        lines += ["## Figures", ""]
+        for number, p in enumerate(plots, start=1):
+            caption = caption_path(p)
+            text = caption.read_text().strip() if caption.exists() else rows_caption(rows)
+            pdf = p.with_suffix(".pdf")
+            link = f" [PDF]({_relative(pdf, path.parent)})" if pdf.exists() else ""
+            lines += [f"![{p.stem}]({_relative(p, path.parent)})", "", f"*Figure {number}.* {text}{link}", ""]
     return write_text_atomic(path, "\n".join(lines))
 
 
@@ -195,8 +206,9 @@ def write_outputs(
     results: RunResults, folder: str | Path, seeds: list[int] | None = None, *, prefix: str = ""
 ) -> Outputs:
     """Per-run plots and summaries (``SUITE_PRESET_*``, ``SUITE_PRESET_seedS_*`` for a run seed
-    other than the first), then ``leaderboard.md`` and ``report.md`` over all the rows, and
-    ``seed_table.md`` when the rows hold several run seeds (``seeds``: only those); every name
+    other than the first), then ``leaderboard.md`` and ``report.md`` over all the rows,
+    ``seed_table.md`` when the rows hold several run seeds (``seeds``: only those), and
+    ``report.html``, all of it on one self-contained page (:mod:`metagrad.app.html`); every name
     starts with ``prefix`` (:func:`output_prefix` of the store)."""
     folder = Path(folder)
     plots: list[Path] = []
@@ -214,16 +226,31 @@ def write_outputs(
             plots += [p for p in written if p.suffix == ".png" and seed == first]
             summaries += [p for p in written if p.suffix == ".md"]
     by_seed = claims_by_seed(all_rows)
+    overview = overview_lines(all_rows)
     out = {
-        "leaderboard": write_leaderboard(all_rows, folder / f"{prefix}leaderboard.md"),
+        "leaderboard": write_leaderboard(all_rows, folder / f"{prefix}leaderboard.md", overview),
         "report": write_report(
-            all_rows, folder / f"{prefix}report.md", plots=plots, summaries=summaries, claims=by_seed
+            all_rows,
+            folder / f"{prefix}report.md",
+            plots=plots,
+            summaries=summaries,
+            claims=by_seed,
+            overview=overview,
         ),
     }
     if len(by_seed) > 1:
         out["seed_table"] = write_text_atomic(
             folder / f"{prefix}seed_table.md", "# Verdicts per seed\n\n" + seed_table(by_seed)
         )
+    documents = [
+        out["report"],
+        out["leaderboard"],
+        *([out["seed_table"]] if "seed_table" in out else []),
+        *summaries,
+    ]
+    out["html"] = write_html(
+        folder / f"{prefix}report.html", documents, title=f"metagrad report ({prefix.rstrip('_') or 'rows'})"
+    )
     return Outputs(out, by_seed)
 
 
