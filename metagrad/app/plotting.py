@@ -228,7 +228,12 @@ def _set_x_axis(ax: Any, xs: np.ndarray, log: bool) -> None:
         ax.xaxis.set_minor_locator(NullLocator())
     elif log and values.size and values.min() > 0:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        if values.size <= 10:  # the values themselves as ticks, in plain numbers
+            ax.xaxis.set_major_locator(FixedLocator(values))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+        else:
+            ax.xaxis.set_minor_formatter(NullFormatter())
     elif integer:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
@@ -259,17 +264,18 @@ def _draw_series(
                 text = f"{label} (exponent {exponent:.2f})"
         ls = (linestyles or {}).get(label, "-")
         r = resolved
-        ax.errorbar(
-            p.x[r],
-            p.y[r],
-            yerr=[p.y[r] - p.low[r], p.high[r] - p.y[r]],
-            color=style.color,
-            marker=style.marker,
-            linestyle=ls,
-            capsize=3,
-            markersize=5,
-            label=text,
-        )
+        if r.any():
+            ax.errorbar(
+                p.x[r],
+                p.y[r],
+                yerr=[p.y[r] - p.low[r], p.high[r] - p.y[r]],
+                color=style.color,
+                marker=style.marker,
+                linestyle=ls,
+                capsize=3,
+                markersize=5,
+                label=text,
+            )
         if log_y and (~r).any():
             bound = ~r & (p.high > 0)
             zero = ~r & (p.high <= 0)
@@ -366,7 +372,13 @@ def _finish(ax: Any, xlabel: str, ylabel: str, title: str, legend_size: int = 7)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
-    if ax.get_yscale() == "log":
+    _log_minor_labels(ax)
+
+
+def _log_minor_labels(ax: Any) -> None:
+    """On a log y axis spanning more than a decade, no labels on the minor ticks (they overlap)."""
+    low, high = ax.get_ylim()
+    if ax.get_yscale() == "log" and low > 0 and high / low > 10:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
@@ -485,8 +497,7 @@ def series_grid(
         counts = {k: counts.get(k, 0) + v for k, v in c.items()}
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
-        if ax.get_yscale() == "log":
-            ax.yaxis.set_minor_formatter(NullFormatter())
+        _log_minor_labels(ax)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
