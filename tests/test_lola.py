@@ -308,7 +308,7 @@ def test_cli_bench_ipd_and_compare(tmp_path, capsys):
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 * 5 and {r["pair_kind"] for r in rows} == {"random", "trained"}
-    assert (tmp_path / "ipd_quick_summary.md").exists()
+    assert (tmp_path / f"{out.stem}_ipd_quick_summary.md").exists()  # named after the store
 
     cmp_dir = tmp_path / "cmp"
     code = main(
