@@ -139,12 +139,17 @@ def test_meta_gradient_of_gamma_through_one_inner_step_matches_finite_difference
     assert abs(grads["gamma"].item()) > 1e-6  # gamma really reaches the outer loss
 
 
-def test_pg_and_lvc_meta_gradients_agree_for_one_inner_step_and_differ_for_two():
-    gen = torch.Generator().manual_seed(1)
-    torch.manual_seed(1)
+def _tiny_agent(seed: int) -> tuple[ActorCritic, dict[str, torch.Tensor], torch.Generator]:
+    """A tiny float64 actor-critic on 5-dimensional observations, its parameters and a generator."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     torso, dim = mlp_torso(5, hidden=6)
     model = ActorCritic(torso, dim, 3, obs_dims=1).double()
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return model, {n: p.detach().clone() for n, p in model.named_parameters()}, gen
+
+
+def test_pg_and_lvc_meta_gradients_agree_for_one_inner_step_and_differ_for_two():
+    model, params, gen = _tiny_agent(1)
     batches = [_tiny_batch(gen) for _ in range(3)]
     out = {}
     for k in (1, 2):
@@ -234,11 +239,7 @@ def test_compare_atari_cli(tmp_path, capsys):
 
 
 def test_paired_meta_gradients_share_batches_and_differ_only_through_the_hessian():
-    gen = torch.Generator().manual_seed(2)
-    torch.manual_seed(2)
-    torso, dim = mlp_torso(5, hidden=6)
-    model = ActorCritic(torso, dim, 3, obs_dims=1).double()
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model, params, gen = _tiny_agent(2)
     batches = [_tiny_batch(gen) for _ in range(3)]
     rms = {n: torch.zeros_like(p) for n, p in params.items()}
     calls = []
@@ -272,11 +273,8 @@ def test_paired_meta_gradients_share_batches_and_differ_only_through_the_hessian
 
 
 def test_policy_lambda_sets_the_policy_advantages_only():
-    gen = torch.Generator().manual_seed(4)
-    torch.manual_seed(4)
-    torso, dim = mlp_torso(5, hidden=6)
-    model = ActorCritic(torso, dim, 3, obs_dims=1).double()
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    model, params, gen = _tiny_agent(4)
+    params = {n: p.requires_grad_(True) for n, p in params.items()}
     batch = _tiny_batch(gen)
 
     def grads(**kw):
