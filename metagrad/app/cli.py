@@ -67,6 +67,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             f"  {'ALE/<Game>-v5':<28} any ALE game through metagrad.envs.atari.AtariVector "
             "(DeepMind preprocessing, ale-py vector env or Gymnasium AsyncVectorEnv)"
         )
+        print(
+            f"  {'MinAtar/<Game>-v1':<28} the five MinAtar games through metagrad.envs.minatar.MinAtarVector "
+            "(10x10xC grids; extra metagrad[minatar])"
+        )
     if what in ("all", "presets", "suites"):
         for suite in SUITES.values():
             when = "in the default run" if suite.in_default_run else "only when asked"
