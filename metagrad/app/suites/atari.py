@@ -11,9 +11,11 @@ outer loss on a further rollout. Two views:
   draws, the same critic values): the reference plays, X replays its batches
   (:func:`metagrad.agents.mgrl.paired_meta_gradients`). The inner policy term uses advantages
   ``G_t - V(s_t)`` (``policy_lambda = 1``) with the critic cut from the graph, so Loaded DiCE's
-  Hessian estimate is unbiased (Farquhar et al. 2019) and X's first-order update is the
-  reference's: the inner iterates coincide and ``E[g_X - g_ref]`` is the part of X's meta-gradient
-  bias that comes from its Hessian estimator (the compositional bias is on both sides). It is
+  Hessian estimate of the policy term is unbiased (Farquhar et al. 2019) and X's first-order
+  update is the reference's: the inner iterates coincide, the value and entropy terms of the
+  inner loss are the same on both sides and cancel, and ``E[g_X - g_ref]`` is the part of X's
+  meta-gradient bias that its policy-Hessian estimator adds (the compositional bias of the
+  sampled inner updates is on both sides). It is
   estimated from the paired differences ``d_r = g_X,r - g_ref,r``; the noise of a separate
   reference never enters. Consecutive estimates share the continuing games, so the resampling unit
   is a block of ``ci_block`` consecutive estimates: each component's 95% CI (Bonferroni over the D
