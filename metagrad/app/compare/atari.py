@@ -156,6 +156,8 @@ def sb3_vec_env(game: str, num_envs: int, seed: int) -> VecEnv:
 
 def make_sb3_agent(agent: str, game: str, num_envs: int, seed: int, device: str = "cpu") -> BaseAlgorithm:
     """``sb3_a2c`` or ``sb3_ppo`` on :func:`sb3_vec_env` (see the module docstring for settings)."""
+    if agent not in ("sb3_a2c", "sb3_ppo"):
+        raise ValueError(f"agent: expected sb3_a2c or sb3_ppo, got {agent!r}")
     env = sb3_vec_env(game, num_envs, seed)
     minatar = is_minatar(game)
     policy = "MlpPolicy" if minatar else "CnnPolicy"
@@ -169,12 +171,10 @@ def make_sb3_agent(agent: str, game: str, num_envs: int, seed: int, device: str 
         a2c = A2CConfig(num_envs=num_envs)
         settings = {"vf_coef": a2c.value_coef, "gae_lambda": a2c.gae_lambda} if minatar else {"vf_coef": 0.25}
         return A2C(policy, env, ent_coef=a2c.entropy_coef, n_steps=a2c.n_steps, **settings, **kwargs)
-    if agent == "sb3_ppo":
-        return PPO(
-            policy, env, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
-            ent_coef=0.01, vf_coef=0.5, gae_lambda=0.95, **kwargs,
-        )  # fmt: skip
-    raise ValueError(f"agent: expected sb3_a2c or sb3_ppo, got {agent!r}")
+    return PPO(
+        policy, env, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
+        ent_coef=0.01, vf_coef=0.5, gae_lambda=0.95, **kwargs,
+    )  # fmt: skip
 
 
 class _Scores(BaseCallback):
@@ -203,7 +203,6 @@ def run_atari_agent(
     agent: str, game: str, config: AtariCompareConfig, seed: int, *, device: str = "cpu", progress: Any = None
 ) -> dict[str, Any]:
     """Train one agent on one game for ``config.frames`` frames; returns its curve and scores."""
-    torch.set_num_threads(1)
     curve = _Curve(config.frames, config.curve_points)
     start, cpu = time.perf_counter(), time.process_time()
     seen = [0]
@@ -266,6 +265,7 @@ def run_atari_agent(
 
 def _worker(job: tuple[str, str, AtariCompareConfig, int, str]) -> dict[str, Any]:
     agent, game, config, seed, device = job
+    torch.set_num_threads(1)  # a worker process: one intra-op thread, like the CLI's default
     return run_atari_agent(agent, game, config, seed, device=device)
 
 
