@@ -397,3 +397,5 @@ def test_compare_below_the_first_finished_game_writes_no_nan(tmp_path, capsys):
     table = (tmp_path / "atari_compare.md").read_text()
     assert "no game finished" in table and "nan" not in table.lower()
     assert "nan" not in (tmp_path / "atari_compare_curves.csv").read_text().lower()
+    assert "finished no game in 160 frames" in capsys.readouterr().err
+    assert "NaN" not in (tmp_path / "atari_compare.jsonl").read_text()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -330,6 +331,14 @@ def run_atari_compare(
     _write_table(rows, config, out / f"{name}.md")
     for game in config.games:
         _plot_game(rows, config, game, out, name)
+    unfinished = [r for r in rows if not r["episodes"]]
+    if unfinished:
+        runs = ", ".join(f"{r['agent']} on {r['game']} (seed {r['seed']})" for r in unfinished)
+        print(
+            f"metagrad: warning: {len(unfinished)} run(s) finished no game in {config.frames} frames, so "
+            f"they have no score (the table says 'no game finished'): {runs}; raise --frames",
+            file=sys.stderr,
+        )
     return rows
 
 
@@ -488,13 +497,18 @@ def _plot_game(rows: list[dict], config: AtariCompareConfig, game: str, out: Pat
         save_figure(fig, out / f"{name}_{tag}_meta.png")
 
 
-def compare_options(frames_help: str) -> tuple[Option, ...]:
+def compare_options() -> tuple[Option, ...]:
     """The options of the Atari and MinAtar comparisons."""
     return (
         seeds_option(),
         Option("--games", ("games",), "names", "atari/minatar: comma-separated games, e.g. pong,breakout"),
         Option("--agents", ("agents",), "names", f"atari/minatar: from {','.join(AGENTS)}"),
-        Option("--frames", ("frames",), "int", frames_help),
+        Option(
+            "--frames",
+            ("frames",),
+            "int",
+            "atari/minatar: frames per run (ALE: 4 per agent step; MinAtar: 1)",
+        ),
         Option("--n", ("num_envs",), "int", "atari/minatar: parallel games"),
         Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
         Option("--meta-lr", ("meta_lr",), "float", "atari/minatar: MGRL meta-parameter learning rate"),
@@ -508,5 +522,5 @@ COMPARISON = Comparison(
     config_class=AtariCompareConfig,
     run=run_atari_compare,
     table="atari_compare.md",
-    options=compare_options("atari: frames per run (4 per agent step)"),
+    options=compare_options(),
 )

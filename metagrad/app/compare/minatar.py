@@ -38,5 +38,5 @@ COMPARISON = Comparison(
     config_class=MinAtarCompareConfig,
     run=run_atari_compare,
     table="minatar_compare.md",
-    options=compare_options("atari/minatar: frames per run (ALE: 4 per agent step; MinAtar: 1)"),
+    options=compare_options(),
 )
