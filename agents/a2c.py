@@ -1,9 +1,11 @@
-"""A2C on vectorised Atari: Nature CNN actor-critic, n-step rollouts, GAE, and the loss as a pure
-function of (parameters, batch, gamma, lambda) so that MGRL can differentiate through it.
+"""A2C on vectorised Atari and MinAtar: a CNN actor-critic (the Nature CNN for 84x84 frames, the
+MinAtar network for 10x10xC grids), n-step rollouts, GAE, and the loss as a pure function of
+(parameters, batch, gamma, lambda) so that MGRL can differentiate through it.
 
-Shapes are time-major: a rollout of ``T`` steps from ``B`` games holds ``obs [T, B, 4, 84, 84]``
-(uint8), ``actions``, ``behaviour_log_probs``, ``rewards``, ``terminated``, ``truncated`` ``[T, B]``
-and ``bootstrap_obs [B, 4, 84, 84]`` (the observation after the last step).
+Shapes are time-major: a rollout of ``T`` steps from ``B`` games holds ``obs [T, B, *O]`` (Atari:
+``uint8 [4, 84, 84]``; MinAtar: ``float32 [C, 10, 10]``), ``actions``, ``behaviour_log_probs``,
+``rewards``, ``terminated``, ``truncated`` ``[T, B]`` and ``bootstrap_obs [B, *O]`` (the
+observation after the last step).
 
 Terminals for learning: a game over, or a lost life while training (episodic life). A truncated
 game (the 108k-frame limit) is cut without bootstrapping (the same-step reset has already
@@ -23,6 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metagrad.envs.atari import AtariConfig, AtariVector
+from metagrad.envs.minatar import MinAtarConfig, MinAtarVector
 from metagrad.estimators import advantages, get_estimator, stop_gradient
 from metagrad.validation import check_int_fields, check_real, check_real_fields
 
@@ -35,11 +38,14 @@ __all__ = [
     "build_model",
     "collect_rollout",
     "evaluate",
+    "minatar_cnn_torso",
     "mlp_torso",
     "nature_cnn_torso",
 ]
 
 Params = dict[str, torch.Tensor]
+EnvConfig = AtariConfig | MinAtarConfig
+VectorEnv = AtariVector | MinAtarVector
 
 
 def nature_cnn_torso(in_channels: int = 4) -> tuple[nn.Module, int]:
@@ -56,6 +62,19 @@ def nature_cnn_torso(in_channels: int = 4) -> tuple[nn.Module, int]:
         nn.ReLU(),
     )
     return torso, 512
+
+
+def minatar_cnn_torso(in_channels: int) -> tuple[nn.Module, int]:
+    """The MinAtar network (Young & Tian 2019): one 3x3 convolution with 16 filters (stride 1) on the
+    ``[C, 10, 10]`` grid and a 128-unit layer."""
+    torso = nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 128),
+        nn.ReLU(),
+    )
+    return torso, 128
 
 
 def mlp_torso(obs_dim: int, hidden: int = 16) -> tuple[nn.Module, int]:
@@ -137,7 +156,7 @@ def evaluate(
 
 
 def collect_rollout(
-    env: AtariVector,
+    env: VectorEnv,
     model: nn.Module,
     params: Params | None,
     obs: np.ndarray,
@@ -191,6 +210,7 @@ def a2c_loss(
     value_coef: torch.Tensor | float = 0.5,
     entropy_coef: torch.Tensor | float = 0.01,
     importance_weighted: bool = False,
+    advantage_lambda: float | None = None,
 ) -> torch.Tensor:
     """The actor-critic loss of one batch, differentiable in ``params`` and in ``gamma``/``lam``.
 
@@ -202,7 +222,10 @@ def a2c_loss(
     the advantages and bootstrap targets are cut from the graph (semi-gradient TD, as in MGRL
     code): the meta-parameters act through the returns, not through ``V(s', gamma)``. With
     ``importance_weighted`` the policy term is ``per_step_is`` against the batch's behaviour
-    log-probs (a stale batch).
+    log-probs (a stale batch). ``advantage_lambda`` (default: ``lam``) is the GAE lambda of the
+    policy term's advantages alone; ``1.0`` gives ``A_t = G_t - V(s_t)`` (returns to the window's
+    end, bootstrapped), under which ``loaded_dice`` estimates every derivative order of the
+    window's return without bias (Farquhar et al. 2019), while the value targets keep ``lam``.
     """
     logits, values = evaluate(model, params, batch.obs, gamma)
     _, boot = evaluate(model, params, batch.bootstrap_obs.unsqueeze(0), gamma)
@@ -220,7 +243,7 @@ def a2c_loss(
     info = get_estimator(name)
     kwargs: dict[str, Any] = {}
     if "gae_lambda" in info.params:
-        kwargs["gae_lambda"] = lam
+        kwargs["gae_lambda"] = lam if advantage_lambda is None else advantage_lambda
     surrogate = info.fn(
         log_probs,
         rewards,
@@ -258,11 +281,17 @@ class A2CConfig:
         check_real_fields(self, ("value_coef", "entropy_coef"), minimum=0.0)
 
 
-def build_model(num_actions: int, *, seed: int, device: str = "cpu") -> ActorCritic:
-    """A seeded Nature-CNN actor-critic with a discount-conditioned value head."""
+def build_model(
+    num_actions: int, *, seed: int, device: str = "cpu", obs_shape: tuple[int, ...] = (4, 84, 84)
+) -> ActorCritic:
+    """A seeded actor-critic with a discount-conditioned value head, its torso chosen by the
+    observation shape: the Nature CNN for ``[stack, 84, 84]`` frames, the MinAtar network for
+    ``[C, 10, 10]`` grids."""
+    if len(obs_shape) != 3 or obs_shape[1:] not in ((84, 84), (10, 10)):
+        raise ValueError(f"obs_shape: expected [C, 84, 84] (Atari) or [C, 10, 10] (MinAtar), got {obs_shape}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        torso, dim = nature_cnn_torso()
+        torso, dim = nature_cnn_torso(obs_shape[0]) if obs_shape[1] == 84 else minatar_cnn_torso(obs_shape[0])
         model = ActorCritic(torso, dim, num_actions, gamma_input=True)
     return model.to(device)
 
@@ -270,10 +299,10 @@ def build_model(num_actions: int, *, seed: int, device: str = "cpu") -> ActorCri
 class A2CAgent:
     """Plain A2C training loop (the suite's own baseline)."""
 
-    def __init__(self, config: A2CConfig, env_config: AtariConfig, *, seed: int = 0, device: str = "cpu"):
+    def __init__(self, config: A2CConfig, env_config: EnvConfig, *, seed: int = 0, device: str = "cpu"):
         self.config, self.device = config, device
-        self.env = AtariVector(env_config)
-        self.model = build_model(self.env.num_actions, seed=seed, device=device)
+        self.env = env_config.make()
+        self.model = build_model(self.env.num_actions, seed=seed, device=device, obs_shape=self.env.obs_shape)
         self.optimizer = torch.optim.RMSprop(
             self.model.parameters(), lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps
         )

@@ -21,17 +21,26 @@ With K = 1 the meta-gradient only involves the first derivative of the inner sur
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from metagrad.agents.a2c import A2CConfig, Params, Rollout, a2c_loss, build_model, collect_rollout
-from metagrad.envs.atari import AtariConfig, AtariVector
+from metagrad.agents.a2c import (
+    A2CConfig,
+    EnvConfig,
+    Params,
+    Rollout,
+    a2c_loss,
+    build_model,
+    collect_rollout,
+)
 from metagrad.estimators import get_estimator, stop_gradient
 from metagrad.validation import check_int, check_real, check_real_fields
 
@@ -43,6 +52,7 @@ __all__ = [
     "initial_meta_parameters",
     "inner_step",
     "meta_gradient",
+    "paired_meta_gradients",
 ]
 
 META_NAMES = ("gamma", "lambda", "value_coef", "entropy_coef")
@@ -55,7 +65,12 @@ def _logit(p: float) -> float:
 
 @dataclass(frozen=True)
 class MGRLConfig:
-    """MGRL on top of an :class:`~metagrad.agents.a2c.A2CConfig` (inner learner settings)."""
+    """MGRL on top of an :class:`~metagrad.agents.a2c.A2CConfig` (inner learner settings).
+
+    ``policy_lambda``: the GAE lambda of the inner policy term's advantages; ``None`` (default)
+    uses the meta-parameter lambda as Xu et al. 2018 do; ``1.0`` gives ``G_t - V(s_t)``, the
+    setting under which Loaded DiCE is an unbiased reference for the inner Hessian (the bias bench).
+    """
 
     a2c: A2CConfig = field(default_factory=A2CConfig)
     inner_steps: int = 2
@@ -67,6 +82,7 @@ class MGRLConfig:
     outer_gamma: float = 0.99
     outer_lambda: float = 0.95
     outer: str = "fresh"
+    policy_lambda: float | None = None
 
     def __post_init__(self) -> None:
         check_int("inner_steps", self.inner_steps, 1)
@@ -78,6 +94,8 @@ class MGRLConfig:
         )
         check_real("meta_lr", self.meta_lr, minimum=0.0, open_min=True)
         check_real_fields(self, ("outer_gamma", "outer_lambda"), minimum=0.0, maximum=1.0)
+        if self.policy_lambda is not None:
+            check_real("policy_lambda", self.policy_lambda, minimum=0.0, maximum=1.0)
 
 
 def initial_meta_parameters(config: MGRLConfig, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -113,9 +131,11 @@ def inner_step(
     rms: dict[str, torch.Tensor],
     config: A2CConfig,
     estimator: str,
+    policy_lambda: float | None = None,
 ) -> tuple[Params, dict[str, torch.Tensor]]:
     """One differentiable inner update: RMSprop-preconditioned, norm-clipped gradient descent on
-    :func:`metagrad.agents.a2c.a2c_loss`; the graph to ``params`` and the meta-parameters is kept."""
+    :func:`metagrad.agents.a2c.a2c_loss`; the graph to ``params`` and the meta-parameters is kept
+    (``policy_lambda``: the policy term's GAE lambda, default the meta-parameter lambda)."""
     loss = a2c_loss(
         model,
         params,
@@ -125,6 +145,7 @@ def inner_step(
         estimator=estimator,
         value_coef=meta["value_coef"],
         entropy_coef=meta["entropy_coef"],
+        advantage_lambda=policy_lambda,
     )
     names = list(params)
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
@@ -164,7 +185,9 @@ def meta_gradient(
     for k in range(config.inner_steps):
         batch = next_batch(k, {n: stop_gradient(p) for n, p in theta.items()})
         batches.append(batch)
-        theta, rms = inner_step(model, theta, batch, meta, rms, config.a2c, config.estimator)
+        theta, rms = inner_step(
+            model, theta, batch, meta, rms, config.a2c, config.estimator, config.policy_lambda
+        )
     replay = config.outer == "replay"
     outer_batch = (
         batches[-1]
@@ -189,13 +212,72 @@ def meta_gradient(
     )
 
 
-class MGRLAgent:
-    """MGRL training loop on vectorised Atari (see the module docstring)."""
+def _flat(params: Params) -> torch.Tensor:
+    return torch.cat([p.reshape(-1) for p in params.values()])
 
-    def __init__(self, config: MGRLConfig, env_config: AtariConfig, *, seed: int = 0, device: str = "cpu"):
+
+def paired_meta_gradients(
+    model: nn.Module,
+    params: Params,
+    next_batch: BatchFn,
+    rms: dict[str, torch.Tensor],
+    config: MGRLConfig,
+    estimators: Sequence[str],
+    device: str = "cpu",
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, float]]:
+    """Meta-gradient estimates of several inner estimators on the same batches (common samples).
+
+    The reference, ``config.estimator``, plays ``next_batch`` (its inner iterates act); every
+    estimator of ``estimators`` then replays the reference's batches from the same ``params`` and
+    ``rms`` with fresh meta-parameters. For estimators whose first derivative equals the
+    reference's (``pg``, ``lvc`` and ``loaded_dice`` on the same advantages) the inner iterates
+    coincide, so the replayed batches are their own on-policy samples: the estimates differ only
+    through the Hessian estimates, which enter from K = 2. Returns the gradients per estimator
+    (the reference's included) and, per estimator, the largest gap between its inner iterates and
+    the reference's relative to the reference's largest update (float rounding for such
+    estimators; of order 1 otherwise, where the replayed batches are off-policy and the pairing
+    does not hold).
+    """
+    played: list[Rollout] = []
+    iterates: list[torch.Tensor] = []
+
+    def play(k: int, theta: Params) -> Rollout:
+        iterates.append(_flat(theta))
+        played.append(next_batch(k, theta))
+        return played[-1]
+
+    grads = {
+        config.estimator: meta_gradient(
+            model, params, initial_meta_parameters(config, device), play, dict(rms), config
+        )[0]
+    }
+    steps = [(b - a).abs().max() for a, b in itertools.pairwise(iterates)]
+    scale = float(max(steps)) if steps else 1.0
+    gaps: dict[str, float] = {config.estimator: 0.0}
+    for name in estimators:
+        if name in grads:
+            continue
+        gap = [0.0]
+
+        def replay(k: int, theta: Params, gap: list[float] = gap) -> Rollout:
+            gap[0] = max(gap[0], float((_flat(theta) - iterates[k]).abs().max()) / max(scale, 1e-30))
+            return played[k]
+
+        other = dataclasses.replace(config, estimator=name)
+        grads[name] = meta_gradient(
+            model, params, initial_meta_parameters(other, device), replay, dict(rms), other
+        )[0]
+        gaps[name] = gap[0]
+    return grads, gaps
+
+
+class MGRLAgent:
+    """MGRL training loop on vectorised Atari or MinAtar (see the module docstring)."""
+
+    def __init__(self, config: MGRLConfig, env_config: EnvConfig, *, seed: int = 0, device: str = "cpu"):
         self.config, self.device = config, device
-        self.env = AtariVector(env_config)
-        self.model = build_model(self.env.num_actions, seed=seed, device=device)
+        self.env = env_config.make()
+        self.model = build_model(self.env.num_actions, seed=seed, device=device, obs_shape=self.env.obs_shape)
         self.params: Params = {n: stop_gradient(p).clone() for n, p in self.model.named_parameters()}
         self.rms = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.eta = initial_meta_parameters(config, device)

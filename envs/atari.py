@@ -89,6 +89,10 @@ class AtariConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
+    def make(self) -> AtariVector:
+        """The vector of games this config describes."""
+        return AtariVector(self)
+
 
 @dataclass(frozen=True)
 class AtariStep:
@@ -176,6 +180,7 @@ class AtariVector:
             )
         self.single_action_space = self._env.single_action_space
         self.num_actions = int(self.single_action_space.n)
+        self.obs_shape = (config.frame_stack, config.screen_size, config.screen_size)
         self._lives = np.zeros(self.num_envs, dtype=np.int64)
         self._score = np.zeros(self.num_envs, dtype=np.float64)
         self._frames = np.zeros(self.num_envs, dtype=np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,10 +10,19 @@ import pytest
 import torch
 
 from metagrad.agents.a2c import A2CAgent, A2CConfig, ActorCritic, Rollout, a2c_loss, mlp_torso
-from metagrad.agents.mgrl import META_NAMES, MGRLAgent, MGRLConfig, inner_step, meta_gradient, meta_values
+from metagrad.agents.mgrl import (
+    META_NAMES,
+    MGRLAgent,
+    MGRLConfig,
+    initial_meta_parameters,
+    inner_step,
+    meta_gradient,
+    meta_values,
+    paired_meta_gradients,
+)
 from metagrad.app.cli import main
 from metagrad.app.runner import cell_from_row, run_bench
-from metagrad.app.suites.atari import AtariBenchConfig
+from metagrad.app.suites.atari import AtariBenchConfig, lvc_vs_pg, paired_statistics, write_atari_summary
 from metagrad.envs.atari import AtariConfig, AtariVector, rom_id
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -129,12 +139,17 @@ def test_meta_gradient_of_gamma_through_one_inner_step_matches_finite_difference
     assert abs(grads["gamma"].item()) > 1e-6  # gamma really reaches the outer loss
 
 
-def test_pg_and_lvc_meta_gradients_agree_for_one_inner_step_and_differ_for_two():
-    gen = torch.Generator().manual_seed(1)
-    torch.manual_seed(1)
+def _tiny_agent(seed: int) -> tuple[ActorCritic, dict[str, torch.Tensor], torch.Generator]:
+    """A tiny float64 actor-critic on 5-dimensional observations, its parameters and a generator."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     torso, dim = mlp_torso(5, hidden=6)
     model = ActorCritic(torso, dim, 3, obs_dims=1).double()
-    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return model, {n: p.detach().clone() for n, p in model.named_parameters()}, gen
+
+
+def test_pg_and_lvc_meta_gradients_agree_for_one_inner_step_and_differ_for_two():
+    model, params, gen = _tiny_agent(1)
     batches = [_tiny_batch(gen) for _ in range(3)]
     out = {}
     for k in (1, 2):
@@ -223,22 +238,164 @@ def test_compare_atari_cli(tmp_path, capsys):
     assert "mgrl_lvc" in capsys.readouterr().out
 
 
-def test_atari_bias_bench_rows(tmp_path):
-    config = AtariBenchConfig(
-        preset="tiny", num_envs=2, n_steps=3, estimators=("pg", "lvc"), repeats=2, reference_repeats=2,
-        reference_scale=1,
-    )  # fmt: skip
-    rows = run_bench(
-        [("atari", config)], tmp_path / "rows.jsonl", backend="serial", progress=False, log=print
-    )
-    rows = rows[("atari", "tiny")]
-    assert [r.estimator for r in rows] == ["pg", "lvc"]
-    for r in rows:
-        assert {"corr", "bias_debiased", "bias_ci_low", "mse", "reference_se", "git_commit"} <= set(
-            r.to_json()
+def test_paired_meta_gradients_share_batches_and_differ_only_through_the_hessian():
+    model, params, gen = _tiny_agent(2)
+    batches = [_tiny_batch(gen) for _ in range(3)]
+    rms = {n: torch.zeros_like(p) for n, p in params.items()}
+    calls = []
+
+    def next_batch(k, _theta):
+        calls.append(k)
+        return batches[k]
+
+    for k in (1, 2):
+        calls.clear()
+        cfg = MGRLConfig(
+            A2CConfig(num_envs=3, lr=0.05), inner_steps=k, estimator="loaded_dice", policy_lambda=1.0
         )
-        assert len(r.get("reference")) == 4 and r.get("reference_se") > 0
+        grads, gaps = paired_meta_gradients(model, params, next_batch, rms, cfg, ("pg", "lvc", "dice"))
+        assert calls == list(range(k + 1)), "only the reference plays; the others replay its batches"
+        assert gaps["pg"] < 1e-9 and gaps["lvc"] < 1e-9  # the same first-order update: same iterates
+        assert gaps["dice"] > 1e-3  # no critic: another first-order update, flagged
+        # the same as meta_gradient on the same batches
+        alone = meta_gradient(
+            model, params, initial_meta_parameters(dataclasses.replace(cfg, estimator="lvc")),
+            lambda i, _t: batches[i], dict(rms), dataclasses.replace(cfg, estimator="lvc"),
+        )[0]  # fmt: skip
+        for name in META_NAMES[:2]:
+            torch.testing.assert_close(grads["lvc"][name], alone[name])
+        same = all(
+            torch.allclose(grads[e][n], grads["loaded_dice"][n], rtol=1e-9, atol=1e-15)
+            for e in ("pg", "lvc")
+            for n in META_NAMES[:2]
+        )
+        assert same == (k == 1), "K = 1: first derivatives only (all agree); K = 2: the Hessians differ"
+
+
+def test_policy_lambda_sets_the_policy_advantages_only():
+    model, params, gen = _tiny_agent(4)
+    params = {n: p.requires_grad_(True) for n, p in params.items()}
+    batch = _tiny_batch(gen)
+
+    def grads(**kw):
+        loss = a2c_loss(model, params, batch, 0.9, **kw)
+        return torch.autograd.grad(loss, list(params.values()))
+
+    # value_coef = 0: the policy and entropy terms only, so advantage_lambda=1 is lam=1
+    for a, b in zip(
+        grads(lam=0.5, advantage_lambda=1.0, value_coef=0.0), grads(lam=1.0, value_coef=0.0), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    # with the value term: the value targets keep lam
+    assert not all(
+        torch.allclose(a, b)
+        for a, b in zip(grads(lam=0.5, advantage_lambda=1.0), grads(lam=1.0), strict=True)
+    )
+    with pytest.raises(ValueError, match="policy_lambda"):
+        MGRLConfig(policy_lambda=1.5)
+
+
+def test_paired_statistics_keep_their_level_and_find_a_real_bias():
+    gen = torch.Generator().manual_seed(0)
+    false_alarms = sum(
+        paired_statistics(torch.randn(48, 4, generator=gen, dtype=torch.float64))["resolved"]
+        for _ in range(400)
+    )
+    # family-wise level 0.05 (Bonferroni: at most 0.05); 3 binomial standard errors of slack
+    assert false_alarms / 400 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 400)
+    shifted = torch.randn(48, 4, generator=gen, dtype=torch.float64) + torch.tensor([0.0, 1.0, 0.0, 0.0])
+    out = paired_statistics(shifted)
+    assert out["resolved"] and out["resolved_components"] == ["lambda"]
+    assert out["ci_low"][1] > 0 and out["ci_low"][0] < 0 < out["ci_high"][0]
+
+
+def test_lvc_vs_pg_verdicts():
+    gen = torch.Generator().manual_seed(1)
+    bias = torch.tensor([1.0, -0.5, 0.0, 0.2], dtype=torch.float64)
+    pg = bias + 0.3 * torch.randn(64, 4, generator=gen, dtype=torch.float64)
+    smaller = 0.3 * bias + 0.3 * torch.randn(64, 4, generator=gen, dtype=torch.float64)
+    assert lvc_vs_pg(pg, smaller)["verdict"] == "LVC smaller"
+    assert lvc_vs_pg(smaller, pg)["verdict"] == "LVC larger"
+    same = pg + 0.3 * torch.randn(64, 4, generator=gen, dtype=torch.float64)
+    out = lvc_vs_pg(pg, same)
+    assert out["verdict"] == "INCONCLUSIVE" and out["ci_low"] < 0 < out["ci_high"]
+    # the point estimate is unbiased for ||E d_pg||^2 - ||E d_lvc||^2
+    truth = float(bias @ bias - (0.3 * bias) @ (0.3 * bias))
+    values = [
+        lvc_vs_pg(
+            bias + torch.randn(8, 4, generator=gen, dtype=torch.float64),
+            0.3 * bias + torch.randn(8, 4, generator=gen, dtype=torch.float64),
+            num_bootstrap=10,
+        )["difference"]
+        for _ in range(2000)
+    ]
+    assert abs(np.mean(values) - truth) < 3 * np.std(values) / math.sqrt(len(values))
+
+
+def test_atari_bias_bench_rows_paired_and_reference_views(tmp_path, capsys):
+    config = AtariBenchConfig(
+        preset="tiny", games=("MinAtar/Breakout-v1",), num_envs=2, n_steps=3, repeats=8, ci_block=2,
+        view_repeats=2, reference_repeats=2, reference_scale=1, estimators=("pg", "lvc", "dice"),
+    )  # fmt: skip
+    rows = run_bench([("atari", config)], tmp_path / "rows.jsonl", backend="serial", progress=False)
+    rows = rows[("atari", "tiny")]
+    assert [(r.experiment, r.estimator) for r in rows] == [
+        ("paired", "pg"), ("paired", "lvc"), ("reference", "pg"), ("reference", "lvc"), ("reference", "dice"),
+    ]  # fmt: skip
+    pg, lvc = rows[0], rows[1]
+    for r in (pg, lvc):
+        assert r.env == "MinAtar/Breakout-v1" and r.metrics.repeats == 4  # 8 estimates in blocks of 2
+        assert len(r.get("paired_blocks")) == 4 and r.get("max_iterate_gap") < 1e-6
+        assert r.get("frames") == 8 * 3 * 2 * 3 and r.get("cpu_s") > 0
+        low, mean, high = (np.array(r.get(k)) for k in ("paired_ci_low", "paired_mean", "paired_ci_high"))
+        assert (low <= mean).all() and (mean <= high).all()
+        blocks = torch.tensor(r.get("paired_blocks"), dtype=torch.float64)
+        np.testing.assert_allclose(mean, blocks.mean(0).numpy())
         suite, cfg, cell = cell_from_row(r)
         assert suite == "atari" and cell.key(cfg) == r.cell_id
-    with pytest.raises(ValueError, match="unknown env"):
-        AtariBenchConfig(env="ALE/Chess-v5")
+    # both paired rows saw the same reference estimates (the same batches)
+    assert pg.get("reference_digest") == lvc.get("reference_digest")
+    assert pg.get("paired_mean") != lvc.get("paired_mean")
+    for r in rows[2:]:
+        assert len(r.get("reference")) == 4 and r.get("reference_se") > 0
+    # same seed, same numbers (a fresh store)
+    again = run_bench([("atari", config)], tmp_path / "again.jsonl", backend="serial", progress=False)
+    assert [r.to_json()["paired_mean"] for r in again[("atari", "tiny")][:2]] == [
+        pg.get("paired_mean"),
+        lvc.get("paired_mean"),
+    ]
+    summary = write_atari_summary(rows, tmp_path / "summary.md").read_text()
+    assert "LVC against pg" in summary and summary.count("MinAtar/Breakout-v1") >= 6
+    assert ("RESOLVED" in summary) or ("INCONCLUSIVE" in summary)
+    with pytest.raises(ValueError, match="unknown game"):
+        AtariBenchConfig(games=("ALE/Chess-v5",))
+    with pytest.raises(ValueError, match="repeats"):
+        AtariBenchConfig(repeats=10, ci_block=4)
+    with pytest.raises(ValueError, match="experiments"):
+        AtariBenchConfig(experiments=("later",))
+
+
+def test_bench_atari_cli_prints_the_summary(tmp_path, capsys):
+    args = [
+        "bench", "atari", "--env", "MinAtar/SpaceInvaders-v1", "--preset", "quick", "--estimators", "pg,lvc",
+        "--n", "2", "--experiments", "paired", "--backend", "serial", "--no-progress",
+        "--out", str(tmp_path / "rows.jsonl"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Paired view" in out and "MinAtar/SpaceInvaders-v1" in out and "LVC against pg" in out
+
+
+def test_compare_below_the_first_finished_game_writes_no_nan(tmp_path, capsys):
+    code = main(
+        [
+            "compare", "atari", "--games", "pong", "--agents", "a2c", "--frames", "160", "--n", "2",
+            "--out", str(tmp_path), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    table = (tmp_path / "atari_compare.md").read_text()
+    assert "no game finished" in table and "nan" not in table.lower()
+    assert "nan" not in (tmp_path / "atari_compare_curves.csv").read_text().lower()
+    assert "finished no game in 160 frames" in capsys.readouterr().err
+    assert "NaN" not in (tmp_path / "atari_compare.jsonl").read_text()

@@ -74,6 +74,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             f"  {'ALE/<Game>-v5':<28} any ALE game through metagrad.envs.atari.AtariVector "
             "(DeepMind preprocessing, ale-py vector env or Gymnasium AsyncVectorEnv)"
         )
+        print(
+            f"  {'MinAtar/<Game>-v1':<28} the five MinAtar games through metagrad.envs.minatar.MinAtarVector "
+            "(10x10xC grids; extra metagrad[minatar])"
+        )
     if what in ("all", "presets", "suites"):
         for suite in SUITES.values():
             when = "in the default run" if suite.in_default_run else "only when asked"
@@ -112,20 +116,8 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         f"LOLA-DiCE, two agents, 128 inner + 128 outer episodes of 100 steps: "
         f"{lola['updates_per_s']:.1f} simultaneous updates/s"
     )
-    if args.atari:
-        ale = perf.atari_env_throughput()
-        fallback = perf.atari_env_throughput(backend="gymnasium")
-        print(
-            "Atari (breakout, 16 games, random actions): "
-            f"ale-py vector env {ale['frames_per_s']:.0f} frames/s, "
-            f"Gymnasium AsyncVectorEnv {fallback['frames_per_s']:.0f} frames/s"
-        )
-        for agent in ("a2c", "mgrl"):
-            rate = perf.a2c_training_throughput(agent=agent, device=device)
-            print(
-                f"{agent.upper()} training (16 games x 5 steps, {device}): "
-                f"{rate['frames_per_s']:.0f} frames/s"
-            )
+    games = _perf_games(args)
+    games_figures = {game: _perf_game(game, device) for game in games}
     maml = perf.maml_meta_iteration_time(device=device)
     print(
         "MAML meta-iteration, meta-batch 20, K = 1, 32 episodes per stage, 20x5 MDPs: "
@@ -144,6 +136,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
                     "maml_meta_iteration": maml,
                     "ceiling": ceiling,
                     "large_s": large_s,
+                    "games": games_figures,
                     **run_metadata(device),
                 },
                 indent=2,
@@ -191,6 +184,35 @@ def _print_large_s(states: str, device: str) -> dict[str, object]:
         f"(CPU time; wall time {out['exponent_wall']:.2f})"
     )
     return out
+
+
+def _perf_games(args: argparse.Namespace) -> list[str]:
+    """The games ``perf`` times: ALE Breakout with ``--atari``, MinAtar Breakout with ``--minatar``."""
+    return [
+        g for flag, g in (("atari", "breakout"), ("minatar", "MinAtar/Breakout-v1")) if getattr(args, flag)
+    ]
+
+
+def _perf_game(game: str, device: str) -> dict[str, Any]:
+    """Env and training frames/s of the suite's agents beside stable-baselines3 on ``game``, printed."""
+    ours = perf.atari_env_throughput(game)
+    sb3 = perf.sb3_env_throughput(game)
+    figures: dict[str, Any] = {"env": ours, "sb3_env": sb3}
+    line = f"{game} env, 16 games, random actions: suite {ours['frames_per_s']:.0f} frames/s"
+    if not game.lower().startswith("minatar"):
+        fallback = perf.atari_env_throughput(game, backend="gymnasium")
+        figures["gymnasium_env"] = fallback
+        line += f" (ale-py vector env; Gymnasium AsyncVectorEnv {fallback['frames_per_s']:.0f})"
+    ratio = ours["frames_per_s"] / sb3["frames_per_s"]
+    print(f"{line}, SB3 vec env {sb3['frames_per_s']:.0f} frames/s: ratio {ratio:.2f}")
+    training = perf.training_throughput(game, device=device)
+    figures["training"] = training
+    print(f"{game} training frames/s, 16 games, {device}, agents side by side (ratio to SB3 A2C):")
+    for agent, entry in training.items():
+        print(
+            f"  {agent:<9} {entry['frames_per_s']:8.0f}  ({entry.get('ratio_to_sb3_a2c', float('nan')):.2f}x)"
+        )
+    return figures
 
 
 def _given(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, str]:
@@ -323,6 +345,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(
             f"metagrad: this run scored or reused {ran} cells; the outputs cover all {total} rows of {store}"
         )
+    if args.suite:  # a suite asked for by name: print its run's summary table too
+        for suite, preset in results:
+            summary = store.parent / f"{output_prefix(store)}{suite}_{preset}_summary.md"
+            if summary.exists():
+                print(summary.read_text())
     _print_written(written, total, store)
     if failed is not None:
         raise SystemExit(
@@ -469,7 +496,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_perf.add_argument("--loop-episodes", type=int, default=300)
     p_perf.add_argument("--device", default="cpu")
     p_perf.add_argument("--out", default=None, help="also write the figures as JSON")
-    p_perf.add_argument("--atari", action="store_true", help="also time the Atari env and A2C/MGRL training")
     p_perf.add_argument(
         "--ceiling-rounds", type=int, default=11, help="engine/reference rounds, each timed ABBA (default 11)"
     )
@@ -480,6 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="S,S,...",
         help="also time one tabular lll cell at these state counts (default 100,200,500,1000,2000)",
+    )
+    p_perf.add_argument(
+        "--atari", action="store_true", help="also time the ALE env and A2C/MGRL/SB3 training (Breakout)"
+    )
+    p_perf.add_argument(
+        "--minatar",
+        action="store_true",
+        help="also time the MinAtar env and A2C/MGRL/SB3 training (Breakout)",
     )
     p_perf.set_defaults(func=_cmd_perf)
 

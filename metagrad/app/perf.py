@@ -18,13 +18,14 @@ from metagrad.agents.a2c import A2CAgent, A2CConfig
 from metagrad.agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
 from metagrad.agents.maml import MAMLConfig, MAMLLearner
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
+from metagrad.app.compare.atari import make_sb3_agent, sb3_vec_env
 from metagrad.app.runner import peak_memory_mib
 from metagrad.app.suite import Cell
 from metagrad.app.suites.tabular import TabularBenchConfig, run_cell
 from metagrad.app.suites.tabular import _tasks as tabular_tasks
 from metagrad.decomposed import CriticSpec, MetaGradientSpec
-from metagrad.envs.atari import AtariConfig, AtariVector
 from metagrad.envs.ipd import STATE_SWAP, IPDTrajectory, get_game, ipd_rollout
+from metagrad.envs.minatar import game_config
 from metagrad.envs.tabular import (
     TabularTask,
     TaskDistribution,
@@ -36,7 +37,7 @@ from metagrad.envs.tabular import (
 from metagrad.validation import check_int
 
 __all__ = [
-    "a2c_training_throughput",
+    "TRAINING_AGENTS",
     "atari_env_throughput",
     "ceiling_ratios",
     "fitted_exponent",
@@ -50,6 +51,8 @@ __all__ = [
     "reference_tabular_rollout",
     "reference_tabular_tables",
     "rollout_throughput",
+    "sb3_env_throughput",
+    "training_throughput",
 ]
 
 
@@ -207,8 +210,10 @@ def maml_meta_iteration_time(
 def atari_env_throughput(
     game: str = "breakout", num_envs: int = 16, steps: int = 300, *, backend: str = "ale", seed: int = 0
 ) -> dict[str, float]:
-    """Environment frames/s (4 per step) of :class:`metagrad.envs.atari.AtariVector` under random actions."""
-    env = AtariVector(AtariConfig(game, num_envs=num_envs, backend=backend))
+    """Environment frames/s of the suite's vector env of ``game`` under random actions: ALE games
+    through :class:`metagrad.envs.atari.AtariVector` (4 frames per step), MinAtar ids through
+    :class:`metagrad.envs.minatar.MinAtarVector` (1 frame per step)."""
+    env = game_config(game, num_envs=num_envs, backend=backend).make()
     rng = np.random.default_rng(seed)
     try:
         env.reset(seed=seed)
@@ -218,34 +223,98 @@ def atari_env_throughput(
     finally:
         env.close()
     frames = steps * num_envs * env.config.frame_skip
-    return {"frames_per_s": frames / seconds, "num_envs": num_envs, "backend": backend}
+    return {
+        "frames_per_s": frames / seconds,
+        "num_envs": num_envs,
+        "env": type(env).__name__,
+        "backend": backend,
+    }
 
 
-def a2c_training_throughput(
+def sb3_env_throughput(
+    game: str = "breakout", num_envs: int = 16, steps: int = 300, *, seed: int = 0
+) -> dict[str, float]:
+    """Environment frames/s of stable-baselines3's vector env of the same game (its Atari wrappers and
+    frame stack, or the MinAtar Gymnasium env) under random actions."""
+    env = sb3_vec_env(game, num_envs, seed)
+    rng = np.random.default_rng(seed)
+    n = int(env.action_space.n)
+    try:
+        env.reset()
+        seconds = steps * _seconds_per_call(
+            lambda: env.step(rng.integers(0, n, num_envs)), steps, warmup=10, device="cpu"
+        )
+    finally:
+        env.close()
+    frames = steps * num_envs * game_config(game, num_envs=1).frame_skip
+    return {"frames_per_s": frames / seconds, "num_envs": num_envs}
+
+
+TRAINING_AGENTS = ("a2c", "mgrl_pg", "mgrl_lvc", "sb3_a2c", "sb3_ppo")
+
+
+def training_throughput(
     game: str = "breakout",
-    num_envs: int = 16,
-    frames: int = 16_000,
+    agents: tuple[str, ...] = TRAINING_AGENTS,
     *,
-    agent: str = "a2c",
+    num_envs: int = 16,
+    chunk_steps: int = 2048,
+    rounds: int = 2,
     device: str = "cpu",
     seed: int = 0,
-) -> dict[str, float]:
-    """Training frames/s of the suite's A2C (or ``agent="mgrl"``: MGRL with K = 2) on Atari."""
-    env_config = AtariConfig(game, num_envs=num_envs)
+) -> dict[str, dict[str, float]]:
+    """Training frames/s of each agent on ``game``, measured side by side in one process: every
+    agent is built and warmed up, then the agents train ``chunk_steps`` agent steps (x the frame
+    skip) in turn for ``rounds`` rounds, so that load from elsewhere hits all of them alike.
+    ``mgrl_*``: MGRL with K = 2 and the named inner estimator; ``sb3_*``: stable-baselines3 with
+    the comparison's settings (:func:`metagrad.app.compare.atari.make_sb3_agent`). Each entry also
+    gives the ratio to ``sb3_a2c`` when it was measured."""
+    frames = chunk_steps * game_config(game, num_envs=1).frame_skip
+    env_config = game_config(game, num_envs=num_envs)
     a2c = A2CConfig(num_envs=num_envs)
-    runner = (
-        A2CAgent(a2c, env_config, seed=seed, device=device)
-        if agent == "a2c"
-        else MGRLAgent(MGRLConfig(a2c), env_config, seed=seed, device=device)
-    )
+    trainers: dict[str, Callable[[], None]] = {}
+    closers: list[Callable[[], None]] = []
     try:
-        runner.train(num_envs * a2c.n_steps * 4 * 2)  # warm-up
-        _sync(device)
-        out = runner.train(frames)
-        _sync(device)
+        for agent in agents:
+            if agent.startswith("sb3_"):
+                model = make_sb3_agent(agent, game, num_envs, seed, device)
+                closers.append(model.get_env().close)
+                steps = chunk_steps
+
+                def train(model=model, steps=steps) -> None:
+                    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+
+            else:
+                runner = (
+                    A2CAgent(a2c, env_config, seed=seed, device=device)
+                    if agent == "a2c"
+                    else MGRLAgent(
+                        MGRLConfig(a2c, estimator=agent.split("_", 1)[1]),
+                        env_config,
+                        seed=seed,
+                        device=device,
+                    )
+                )
+                closers.append(runner.close)
+
+                def train(runner=runner) -> None:
+                    runner.train(frames)
+
+            trainers[agent] = train
+        for train in trainers.values():  # warm-up
+            train()
+        seconds = dict.fromkeys(trainers, 0.0)
+        for _ in range(rounds):
+            for agent, train in trainers.items():
+                seconds[agent] += _seconds_per_call(train, 1, warmup=0, device=device)
     finally:
-        runner.close()
-    return {"frames_per_s": out["frames"] / out["wall_s"], "agent": agent, "num_envs": num_envs}
+        for close in closers:
+            close()
+    out = {agent: {"frames_per_s": frames / (s / rounds)} for agent, s in seconds.items()}
+    if "sb3_a2c" in out:
+        for entry in out.values():
+            entry["ratio_to_sb3_a2c"] = entry["frames_per_s"] / out["sb3_a2c"]["frames_per_s"]
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ Each comparison module exports one :class:`~metagrad.app.compare.comparison.Comp
 
 from __future__ import annotations
 
-from metagrad.app.compare import atari, ipd, maml
+from metagrad.app.compare import atari, ipd, maml, minatar
 from metagrad.app.compare.comparison import Comparison
 
 __all__ = ["COMPARISONS", "Comparison", "get_comparison"]
 
-COMPARISONS: dict[str, Comparison] = {c.name: c for c in (ipd.COMPARISON, maml.COMPARISON, atari.COMPARISON)}
+COMPARISONS: dict[str, Comparison] = {
+    c.name: c for c in (ipd.COMPARISON, maml.COMPARISON, atari.COMPARISON, minatar.COMPARISON)
+}
 
 
 def get_comparison(name: str) -> Comparison:

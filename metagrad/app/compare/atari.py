@@ -1,69 +1,103 @@
-"""``metagrad compare atari``: A2C and meta-gradient agents on real ALE games.
+"""``metagrad compare atari``: A2C and meta-gradient agents on real ALE games (and, with the same
+code, on MinAtar: :mod:`metagrad.app.compare.minatar`).
 
-Agents (all on the DeepMind preprocessing, 16 games x 5-step rollouts by default):
+Agents (16 games x 5-step rollouts by default):
 
-* ``sb3_a2c``: stable-baselines3's A2C with its own Atari wrappers (``make_atari_env`` +
-  ``VecFrameStack(4)``; RL Zoo settings: entropy 0.01, value 0.25, RMSprop 7e-4), the reference;
+* ``sb3_a2c``: stable-baselines3's A2C (ALE: its own Atari wrappers, ``make_atari_env`` +
+  ``VecFrameStack(4)``, RL Zoo settings: entropy 0.01, value 0.25, RMSprop 7e-4; MinAtar: the
+  MinAtar network and the suite's A2C settings), the reference;
+* ``sb3_ppo``: stable-baselines3's PPO at the RL Zoo Atari settings (128 steps per env, 4 epochs,
+  minibatches of 256, lr 2.5e-4, clip 0.1, entropy 0.01, GAE 0.95);
 * ``a2c``: the suite's A2C (:mod:`metagrad.agents.a2c`);
 * ``mgrl_pg``: MGRL with the plain policy-gradient inner surrogate (common MGRL code);
 * ``mgrl_lvc``: MGRL with the LVC inner surrogate (the low-bias Hessian of Liu et al. 2022).
 
 Scores are raw game scores (never the clipped training rewards) of finished games. Outputs in
-``out``: ``atari_compare_curves.csv`` (mean raw score of the last 100 games against frames),
-``atari_compare.jsonl`` (a row per run with config, seed, versions, commit), ``atari_compare.md``
-(final score: mean of the last 100 games, averaged over seeds) and a plot per game.
+``out`` (``NAME`` = ``atari`` or ``minatar``): ``NAME_compare_curves.csv`` (mean raw score of
+the last 100 games against frames; empty before the first game ends), ``NAME_compare_meta.csv``
+(the meta-parameters of the MGRL agents against frames), ``NAME_compare.jsonl`` (a row per run
+with config, seed, versions, commit, wall and CPU time), ``NAME_compare.md`` (final score: mean
+of the last 100 games, mean and 95% Student-t CI over seeds; MGRL-LVC minus MGRL-pg paired by
+seed; how far the meta-parameters moved and how far the two MGRL agents drifted apart) and plots
+of the curves and of the meta-parameter trajectories per game. Runs go to ``workers`` processes
+(one torch thread each).
 
 The papers' budget is 10M frames per game; on a 2-core CPU the suite's agents play about
-1-2k frames/s, so that budget needs a GPU: see the README for the command.
+1-2k ALE frames/s, so that budget needs a GPU: see the README for the command.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
-from stable_baselines3 import A2C
+import torch
+from scipy import stats
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_atari_env
-from stable_baselines3.common.vec_env import VecFrameStack
+from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from metagrad.agents.a2c import A2CAgent, A2CConfig
+from metagrad.agents.a2c import A2CAgent, A2CConfig, minatar_cnn_torso
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
 from metagrad.app.compare.comparison import Comparison, seeds_option
 from metagrad.app.options import Option
 from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
-from metagrad.app.plotting import curves_panel, mean_se
+from metagrad.app.plotting import curves_panel, new_figure, save_figure
 from metagrad.app.progress import progress_bar
 from metagrad.app.provenance import run_metadata
-from metagrad.envs.atari import BACKENDS, AtariConfig, rom_id
-from metagrad.validation import check_int_fields, check_seed
+from metagrad.envs.atari import BACKENDS, rom_id
+from metagrad.envs.minatar import game_config, is_minatar, minatar_gym_env
+from metagrad.validation import check_int_fields, check_real, check_seed
 
-__all__ = ["AGENTS", "AtariCompareConfig", "run_atari_agent", "run_atari_compare"]
+__all__ = [
+    "AGENTS",
+    "AtariCompareConfig",
+    "ci_over_seeds",
+    "make_sb3_agent",
+    "run_atari_agent",
+    "run_atari_compare",
+    "sb3_vec_env",
+]
 
-AGENTS = ("sb3_a2c", "a2c", "mgrl_pg", "mgrl_lvc")
+AGENTS = ("sb3_a2c", "sb3_ppo", "a2c", "mgrl_pg", "mgrl_lvc")
 
 
 @dataclass(frozen=True)
 class AtariCompareConfig:
-    """Games x agents x seeds at a frame budget (frames count the skipped ones: 4 per step)."""
+    """Games x agents x seeds at a frame budget (ALE frames count the skipped ones: 4 per step;
+    a MinAtar frame is a step). ``meta_lr``: MGRL's Adam step on the meta-parameters;
+    ``workers``: parallel runs."""
+
+    NAME: ClassVar[str] = "atari"
 
     games: tuple[str, ...] = ("pong",)
-    agents: tuple[str, ...] = AGENTS
+    agents: tuple[str, ...] = ("sb3_a2c", "a2c", "mgrl_pg", "mgrl_lvc")
     seeds: tuple[int, ...] = (0,)
     frames: int = 20_000
     num_envs: int = 16
     inner_steps: int = 2
+    meta_lr: float = 1e-3
     backend: str = "ale"
     curve_points: int = 50
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if not self.seeds or not self.games:
+            raise ValueError("games, seeds: give at least one")
         for game in self.games:
-            rom_id(game)
+            game_config(game, num_envs=1)
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown or not self.agents:
             raise ValueError(f"agents: unknown {unknown}; known: {AGENTS}")
@@ -71,13 +105,15 @@ class AtariCompareConfig:
             raise ValueError("games, seeds: give at least one")
         for seed in self.seeds:
             check_seed("seeds", seed)
-        check_int_fields(self, ("frames", "num_envs", "inner_steps", "curve_points"), 1)
+        check_int_fields(self, ("frames", "num_envs", "inner_steps", "curve_points", "workers"), 1)
+        check_real("meta_lr", self.meta_lr, minimum=0.0, open_min=True)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
 
 
 class _Curve:
-    """Raw scores of finished games and the running mean of the last 100 at sampled frames."""
+    """Raw scores of finished games and the running mean of the last 100 at sampled frames
+    (``nan`` before the first game ends)."""
 
     def __init__(self, total: int, points: int) -> None:
         self.scores: list[float] = []
@@ -93,22 +129,77 @@ class _Curve:
             self._next += self._every
 
 
-def _run_sb3(
-    game: str, config: AtariCompareConfig, seed: int, device: str, report: Callable
-) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# stable-baselines3 on the same games
+# ---------------------------------------------------------------------------------------------
+
+
+class MinAtarExtractor(BaseFeaturesExtractor):
+    """The MinAtar network of :func:`metagrad.agents.a2c.minatar_cnn_torso` as an SB3 feature
+    extractor (float ``[C, 10, 10]`` observations)."""
+
+    def __init__(self, observation_space: gym.spaces.Box) -> None:
+        torso, dim = minatar_cnn_torso(observation_space.shape[0])
+        super().__init__(observation_space, dim)
+        self.torso = torso
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.torso(observations)
+
+
+def sb3_vec_env(game: str, num_envs: int, seed: int) -> VecEnv:
+    """The SB3 vector env of a game: ALE through SB3's Atari wrappers and a 4-frame stack;
+    MinAtar through the ``minatar`` Gymnasium env (same dynamics as :class:`MinAtarVector`)."""
+    if is_minatar(game):
+        config = game_config(game, num_envs=num_envs)
+        return make_vec_env(lambda: minatar_gym_env(config), n_envs=num_envs, seed=seed)
     env_id = "".join(part.capitalize() for part in rom_id(game).split("_")) + "NoFrameskip-v4"
-    env = VecFrameStack(make_atari_env(env_id, n_envs=config.num_envs, seed=seed), n_stack=4)
+    return VecFrameStack(make_atari_env(env_id, n_envs=num_envs, seed=seed), n_stack=4)
 
-    class Scores(BaseCallback):
-        def _on_step(self) -> bool:
-            finished = [info["episode"]["r"] for info in self.locals["infos"] if "episode" in info]
-            report(self.num_timesteps * 4, [float(s) for s in finished])
-            return True
 
-    model = A2C("CnnPolicy", env, ent_coef=0.01, vf_coef=0.25, seed=seed, device=device, verbose=0)
-    model.learn(total_timesteps=config.frames // 4, callback=Scores())
-    env.close()
-    return {}
+def make_sb3_agent(agent: str, game: str, num_envs: int, seed: int, device: str = "cpu") -> BaseAlgorithm:
+    """``sb3_a2c`` or ``sb3_ppo`` on :func:`sb3_vec_env` (see the module docstring for settings)."""
+    if agent not in ("sb3_a2c", "sb3_ppo"):
+        raise ValueError(f"agent: expected sb3_a2c or sb3_ppo, got {agent!r}")
+    env = sb3_vec_env(game, num_envs, seed)
+    minatar = is_minatar(game)
+    policy = "MlpPolicy" if minatar else "CnnPolicy"
+    kwargs: dict[str, Any] = {"seed": seed, "device": device, "verbose": 0}
+    if minatar:
+        kwargs["policy_kwargs"] = {
+            "features_extractor_class": MinAtarExtractor,
+            "net_arch": {"pi": [], "vf": []},
+        }
+    if agent == "sb3_a2c":
+        a2c = A2CConfig(num_envs=num_envs)
+        settings = {"vf_coef": a2c.value_coef, "gae_lambda": a2c.gae_lambda} if minatar else {"vf_coef": 0.25}
+        return A2C(policy, env, ent_coef=a2c.entropy_coef, n_steps=a2c.n_steps, **settings, **kwargs)
+    return PPO(
+        policy, env, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
+        ent_coef=0.01, vf_coef=0.5, gae_lambda=0.95, **kwargs,
+    )  # fmt: skip
+
+
+class _Scores(BaseCallback):
+    """Reports the frames played and the raw scores of the games that ended (SB3's Monitor)."""
+
+    def __init__(self, report: Callable[[int, list[float]], None], frames_per_step: int) -> None:
+        super().__init__()
+        self.report, self.frames_per_step = report, frames_per_step
+
+    def _on_step(self) -> bool:
+        finished = [info["episode"]["r"] for info in self.locals["infos"] if "episode" in info]
+        self.report(self.num_timesteps * self.frames_per_step, [float(s) for s in finished])
+        return True
+
+
+def _frame_skip(game: str) -> int:
+    return game_config(game, num_envs=1).frame_skip
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, all runs
+# ---------------------------------------------------------------------------------------------
 
 
 def run_atari_agent(
@@ -116,7 +207,7 @@ def run_atari_agent(
 ) -> dict[str, Any]:
     """Train one agent on one game for ``config.frames`` frames; returns its curve and scores."""
     curve = _Curve(config.frames, config.curve_points)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     seen = [0]
 
     def report(frames: int, scores: list[float]) -> None:
@@ -129,24 +220,34 @@ def run_atari_agent(
             )
 
     extra: dict[str, Any] = {}
-    if agent == "sb3_a2c":
-        _run_sb3(game, config, seed, device, report)
+    if agent.startswith("sb3_"):
+        model = make_sb3_agent(agent, game, config.num_envs, seed, device)
+        try:
+            skip = _frame_skip(game)
+            model.learn(total_timesteps=config.frames // skip, callback=_Scores(report, skip))
+        finally:
+            model.get_env().close()
     else:
-        env_config = AtariConfig(game, num_envs=config.num_envs, backend=config.backend)
+        env_config = game_config(game, num_envs=config.num_envs, backend=config.backend)
         a2c = A2CConfig(num_envs=config.num_envs)
         if agent == "a2c":
-            runner = A2CAgent(a2c, env_config, seed=seed, device=device)
+            runner: A2CAgent | MGRLAgent = A2CAgent(a2c, env_config, seed=seed, device=device)
         else:
             estimator = agent.split("_", 1)[1]
-            mgrl = MGRLConfig(a2c, inner_steps=config.inner_steps, estimator=estimator)
+            mgrl = MGRLConfig(
+                a2c, inner_steps=config.inner_steps, estimator=estimator, meta_lr=config.meta_lr
+            )
             runner = MGRLAgent(mgrl, env_config, seed=seed, device=device)
         try:
+            initial = runner.meta_parameters() if isinstance(runner, MGRLAgent) else None
             out = runner.train(config.frames, callback=report)
         finally:
             runner.close()
-        if "meta" in out:
-            extra["meta_trace"] = [(f, m) for f, m in out["meta"]][:: max(len(out["meta"]) // 100, 1)]
-            extra["final_meta"] = out["meta"][-1][1] if out["meta"] else {}
+        if initial is not None:
+            trace = [(0, initial), *out["meta"]]
+            step = max(len(trace) // 200, 1)
+            extra["meta_trace"] = [*trace[:-1:step], trace[-1]]
+            extra["final_meta"] = trace[-1][1]
     wall = time.perf_counter() - start
     last = curve.scores[-100:]
     return {
@@ -159,9 +260,16 @@ def run_atari_agent(
         "curve": curve.points,
         "scores": curve.scores,
         "wall_s": wall,
+        "cpu_s": time.process_time() - cpu,
         "frames_per_s": config.frames / wall,
         **extra,
     }
+
+
+def _worker(job: tuple[str, str, AtariCompareConfig, int, str]) -> dict[str, Any]:
+    agent, game, config, seed, device = job
+    torch.set_num_threads(1)  # a worker process: one intra-op thread, like the CLI's default
+    return run_atari_agent(agent, game, config, seed, device=device)
 
 
 def run_atari_compare(
@@ -170,85 +278,249 @@ def run_atari_compare(
     """Every agent on every game for every seed; writes curves, rows, table and plots to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    name = f"{config.NAME}_compare"
     runs = [(g, a, s) for g in config.games for a in config.agents for s in config.seeds]
-    rows = []
-    with progress_bar(
-        len(runs) * config.frames, "compare atari", "frame", disable=not progress, unit_scale=True
-    ) as bar:
-        for game, agent, seed in runs:
-            result = run_atari_agent(agent, game, config, seed, device=device, progress=bar)
-            rows.append({**result, "config": dataclasses.asdict(config), **run_metadata(device)})
-    write_jsonl(out / "atari_compare.jsonl", rows)
+    results = []
+    if config.workers == 1:
+        with progress_bar(
+            len(runs) * config.frames,
+            f"compare {config.NAME}",
+            "frame",
+            disable=not progress,
+            unit_scale=True,
+        ) as bar:
+            for game, agent, seed in runs:
+                results.append(run_atari_agent(agent, game, config, seed, device=device, progress=bar))
+    else:
+        jobs = [(agent, game, config, seed, device) for game, agent, seed in runs]
+        context = multiprocessing.get_context("spawn")
+        with (
+            ProcessPoolExecutor(config.workers, mp_context=context) as pool,
+            progress_bar(len(jobs), f"compare {config.NAME}", "run", disable=not progress) as bar,
+        ):
+            for result in pool.map(_worker, jobs):
+                results.append(result)
+                bar.update(1)
+    rows = [{**r, "config": dataclasses.asdict(config), **run_metadata(device)} for r in results]
+    write_jsonl(out / f"{name}.jsonl", rows)
     write_csv(
-        out / "atari_compare_curves.csv",
+        out / f"{name}_curves.csv",
         ["game", "agent", "seed", "frames", "episodes", "mean_raw_score_last100"],
         (
-            [row["game"], row["agent"], row["seed"], frames, episodes, f"{score:.4f}"]
+            [
+                row["game"],
+                row["agent"],
+                row["seed"],
+                frames,
+                episodes,
+                "" if score != score else f"{score:.4f}",
+            ]
             for row in rows
             for frames, episodes, score in row["curve"]
         ),
     )
-    _write_table(rows, config, out / "atari_compare.md")
+    write_csv(
+        out / f"{name}_meta.csv",
+        ["game", "agent", "seed", "frames", "gamma", "lambda"],
+        (
+            [row["game"], row["agent"], row["seed"], frames, f"{meta['gamma']:.6f}", f"{meta['lambda']:.6f}"]
+            for row in rows
+            for frames, meta in row.get("meta_trace", [])
+        ),
+    )
+    _write_table(rows, config, out / f"{name}.md")
     for game in config.games:
-        curves = {}
-        for agent in config.agents:
-            rs = [r for r in rows if r["game"] == game and r["agent"] == agent and r["curve"]]
-            if rs:
-                n = min(len(r["curve"]) for r in rs)
-                curves[agent] = (
-                    [p[0] for p in rs[0]["curve"][:n]],
-                    [[p[2] for p in r["curve"][:n]] for r in rs],
-                )
-        if curves:
-            curves_panel(
-                out / f"atari_compare_{game}.png",
-                curves,
-                xlabel="frames",
-                ylabel="raw score (mean of the last 100 games)",
-                title=f"{game}: A2C and MGRL",
-            )
+        _plot_game(rows, config, game, out, name)
+    unfinished = [r for r in rows if not r["episodes"]]
+    if unfinished:
+        runs = ", ".join(f"{r['agent']} on {r['game']} (seed {r['seed']})" for r in unfinished)
+        print(
+            f"metagrad: warning: {len(unfinished)} run(s) finished no game in {config.frames} frames, so "
+            f"they have no score (the table says 'no game finished'): {runs}; raise --frames",
+            file=sys.stderr,
+        )
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# Tables and plots
+# ---------------------------------------------------------------------------------------------
+
+
+def ci_over_seeds(values: list[float], confidence: float = 0.95) -> tuple[float, float, int]:
+    """Mean and Student-t half-width of the ``confidence`` interval over seeds (nan half-width
+    for fewer than two values), ignoring nan values; returns ``(mean, half_width, n)``."""
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    if v.size < 2:
+        return float(v.mean()), float("nan"), 1
+    half = stats.t.ppf((1 + confidence) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean()), float(half), int(v.size)
+
+
+def _fmt(mean: float, half: float, n: int, total: int, digits: int = 2) -> str:
+    if n == 0:
+        return "no game finished"
+    text = f"{mean:.{digits}f} ± {half:.{digits}f}" if half == half else f"{mean:.{digits}f}"
+    return text + (f" ({n} of {total} seeds)" if n < total else "")
+
+
+def _curve_mean(row: dict[str, Any]) -> float:
+    """Mean of the curve points that have a score (the area under the learning curve per point)."""
+    values = [p[2] for p in row["curve"] if p[2] == p[2]]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _write_table(rows: list[dict], config: AtariCompareConfig, path: Path) -> None:
+    commit = rows[0]["git_commit"] if rows else "?"
     lines = [
-        "# Atari: A2C and meta-gradient agents",
+        f"# {config.NAME}: A2C and meta-gradient agents",
         "",
-        f"{config.frames} frames per run, {config.num_envs} games x 5-step rollouts, "
-        f"MGRL K = {config.inner_steps}, seeds {list(config.seeds)}, "
-        f"commit `{rows[0]['git_commit'] if rows else '?'}`. Final score: the mean raw score of the last "
-        "100 finished games (fewer if fewer finished), then mean ± s.e. over seeds.",
+        f"{config.frames} frames per run, {config.num_envs} games x 5-step rollouts, MGRL K = "
+        f"{config.inner_steps}, meta lr {config.meta_lr:g}, seeds {list(config.seeds)}, commit `{commit}`. "
+        "Final score: the mean raw score of the last 100 finished games of a run; then the mean over "
+        "seeds ± the half-width of the 95% Student-t CI. Curve mean: the mean of the learning curve's "
+        "points. Wall and CPU: per run (measured where the run was made).",
         "",
-        "| game | agent | final score | games finished | frames/s | final gamma, lambda |",
-        "|---|---|---|---|---|---|",
+        "| game | agent | final score | curve mean | games finished | frames/s | wall s | CPU s "
+        "| final gamma | final lambda |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    n_seeds = len(config.seeds)
     for game in config.games:
         for agent in config.agents:
             rs = [r for r in rows if r["game"] == game and r["agent"] == agent]
             if not rs:
                 continue
-            m, se = mean_se(r["final_score"] for r in rs)
-            meta = rs[0].get("final_meta") or {}
-            gl = f"{meta['gamma']:.4f}, {meta['lambda']:.4f}" if meta else "-"
+            final = _fmt(*ci_over_seeds([r["final_score"] for r in rs]), n_seeds)
+            auc = _fmt(*ci_over_seeds([_curve_mean(r) for r in rs]), n_seeds)
+            metas = [r["final_meta"] for r in rs if r.get("final_meta")]
+            gamma = _fmt(*ci_over_seeds([m["gamma"] for m in metas]), n_seeds, 4) if metas else "-"
+            lam = _fmt(*ci_over_seeds([m["lambda"] for m in metas]), n_seeds, 4) if metas else "-"
             lines.append(
-                f"| {game} | {agent} | {m:.2f} ± {se:.2f} | {sum(r['episodes'] for r in rs)} "
-                f"| {np.mean([r['frames_per_s'] for r in rs]):.0f} | {gl} |"
+                f"| {game} | {agent} | {final} | {auc} | {sum(r['episodes'] for r in rs)} "
+                f"| {np.mean([r['frames_per_s'] for r in rs]):.0f} "
+                f"| {np.mean([r['wall_s'] for r in rs]):.0f} "
+                f"| {np.mean([r['cpu_s'] for r in rs]):.0f} | {gamma} | {lam} |"
             )
+    lines += _mgrl_lines(rows, config)
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _mgrl_lines(rows: list[dict], config: AtariCompareConfig) -> list[str]:
+    """MGRL-LVC against MGRL-pg paired by seed, and how the meta-parameters moved."""
+    if not {"mgrl_pg", "mgrl_lvc"} <= set(config.agents):
+        return []
+    lines = [
+        "",
+        "MGRL-LVC minus MGRL-pg, paired by seed (same seed: same initial network, games and action "
+        "stream until the two agents' updates differ), mean ± 95% Student-t half-width; movement: "
+        "final minus initial meta-parameter; drift: |LVC - pg| of the final meta-parameter.",
+        "",
+        "| game | final score: LVC - pg | curve mean: LVC - pg | gamma moved (pg; LVC) | lambda moved "
+        "(pg; LVC) | gamma drift LVC vs pg | lambda drift | first curve point that differs (frames) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    n_seeds = len(config.seeds)
+    for game in config.games:
+        by = {(r["agent"], r["seed"]): r for r in rows if r["game"] == game}
+        pairs = [
+            (by[("mgrl_pg", s)], by[("mgrl_lvc", s)])
+            for s in config.seeds
+            if ("mgrl_pg", s) in by and ("mgrl_lvc", s) in by
+        ]
+        if not pairs:
+            continue
+        final = _fmt(*ci_over_seeds([q["final_score"] - p["final_score"] for p, q in pairs]), n_seeds)
+        auc = _fmt(*ci_over_seeds([_curve_mean(q) - _curve_mean(p) for p, q in pairs]), n_seeds)
+
+        def moved(r: dict, key: str) -> float:
+            return r["meta_trace"][-1][1][key] - r["meta_trace"][0][1][key]
+
+        cells = []
+        for key in ("gamma", "lambda"):
+            pg = _fmt(*ci_over_seeds([moved(p, key) for p, _ in pairs]), n_seeds, 4)
+            lvc = _fmt(*ci_over_seeds([moved(q, key) for _, q in pairs]), n_seeds, 4)
+            cells.append(f"{pg}; {lvc}")
+        drift = [
+            _fmt(*ci_over_seeds([abs(q["final_meta"][k] - p["final_meta"][k]) for p, q in pairs]), n_seeds, 5)
+            for k in ("gamma", "lambda")
+        ]
+        first = []
+        for p, q in pairs:
+            differ = [a[0] for a, b in zip(p["curve"], q["curve"], strict=False) if a[1:] != b[1:]]
+            first.append(str(differ[0]) if differ else "never")
+        lines.append(
+            f"| {game} | {final} | {auc} | {cells[0]} | {cells[1]} | {drift[0]} | {drift[1]} "
+            f"| {', '.join(first)} |"
+        )
+    return lines
+
+
+def _plot_game(rows: list[dict], config: AtariCompareConfig, game: str, out: Path, name: str) -> None:
+    curves = {}
+    for agent in config.agents:
+        rs = [r for r in rows if r["game"] == game and r["agent"] == agent and r["curve"]]
+        if rs:
+            n = min(len(r["curve"]) for r in rs)
+            curves[agent] = ([p[0] for p in rs[0]["curve"][:n]], [[p[2] for p in r["curve"][:n]] for r in rs])
+    tag = game.split("/")[-1].lower() if "/" in game else game
+    if curves:
+        curves_panel(
+            out / f"{name}_{tag}.png",
+            curves,
+            xlabel="frames",
+            ylabel="raw score (mean of the last 100 games)",
+            title=f"{game}: A2C, PPO and MGRL",
+        )
+    mgrl = [r for r in rows if r["game"] == game and r.get("meta_trace")]
+    if mgrl:
+        fig, axes = new_figure((10, 3.8), ncols=2)
+        colours = {"mgrl_pg": "tab:blue", "mgrl_lvc": "tab:red"}
+        for r in mgrl:
+            frames = [f for f, _ in r["meta_trace"]]
+            for ax, key in zip(axes, ("gamma", "lambda"), strict=True):
+                ax.plot(
+                    frames,
+                    [m[key] for _, m in r["meta_trace"]],
+                    color=colours.get(r["agent"]),
+                    alpha=0.8,
+                    label=f"{r['agent']} seed {r['seed']}",
+                )
+        for ax, key in zip(axes, ("gamma", "lambda"), strict=True):
+            ax.set_xlabel("frames")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{game}: MGRL meta-parameters")
+        save_figure(fig, out / f"{name}_{tag}_meta.png")
+
+
+def compare_options() -> tuple[Option, ...]:
+    """The options of the Atari and MinAtar comparisons."""
+    return (
+        seeds_option(),
+        Option("--games", ("games",), "names", "atari/minatar: comma-separated games, e.g. pong,breakout"),
+        Option("--agents", ("agents",), "names", f"atari/minatar: from {','.join(AGENTS)}"),
+        Option(
+            "--frames",
+            ("frames",),
+            "int",
+            "atari/minatar: frames per run (ALE: 4 per agent step; MinAtar: 1)",
+        ),
+        Option("--n", ("num_envs",), "int", "atari/minatar: parallel games"),
+        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
+        Option("--meta-lr", ("meta_lr",), "float", "atari/minatar: MGRL meta-parameter learning rate"),
+        Option("--workers", ("workers",), "int", "atari/minatar: runs in parallel processes"),
+    )
 
 
 COMPARISON = Comparison(
     name="atari",
-    summary="A2C (SB3 reference, the suite's), MGRL-pg and MGRL-LVC on ALE games",
+    summary="A2C (SB3 reference, the suite's), PPO (SB3), MGRL-pg and MGRL-LVC on ALE games",
     config_class=AtariCompareConfig,
     run=run_atari_compare,
     table="atari_compare.md",
-    options=(
-        seeds_option(),
-        Option("--games", ("games",), "names", "atari: comma-separated games, e.g. pong,breakout"),
-        Option("--agents", ("agents",), "names", f"atari: from {','.join(AGENTS)}"),
-        Option("--frames", ("frames",), "int", "atari: frames per run (4 per agent step)"),
-        Option("--n", ("num_envs",), "int", "atari: parallel games"),
-        Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
-    ),
+    options=compare_options(),
 )
