@@ -20,6 +20,7 @@ from metagrad.app.backends import configure_allocator, prepare_states, run_task
 from metagrad.app.cli import main
 from metagrad.app.perf import (
     fitted_exponent,
+    large_s_cell_time,
     reference_ipd_rollout,
     reference_tabular_rollout,
     reference_tabular_tables,
@@ -435,3 +436,11 @@ def test_fitted_exponent_recovers_a_power_law():
     assert fitted_exponent(sizes, [3e-6 * s**2 for s in sizes]) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="sizes/seconds"):
         fitted_exponent([100.0, 100.0], [1.0, 2.0])
+
+
+def test_large_s_cell_timing_runs_on_a_small_cell():
+    """`metagrad perf --large-s` times one real tabular cell (the default run keeps it small)."""
+    out = large_s_cell_time(30, n=4, num_tasks=2, repeats=4)
+    assert out["num_states"] == 30
+    assert out["cell_s"] > 0 and out["cell_cpu_s"] > 0 and out["tasks_s"] >= 0
+    assert -1.0 <= out["corr"] <= 1.0

@@ -596,7 +596,7 @@ def large_s_cell_time(
     machine) and ``tasks_s`` (drawing the random MDPs, once per run and process), with the peak
     resident memory of this process so far."""
     config = TabularBenchConfig(
-        preset="perf", num_states=num_states, objective="finite", num_tasks=num_tasks, repeats=repeats, n=n
+        preset="perf", num_states=num_states, objective="finite", num_tasks=num_tasks, repeats=repeats
     )
     critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
     spec = MetaGradientSpec.from_combination(
