@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from metagrad.app.provenance import git_commit
 from metagrad.app.rows import ResultRow
 from metagrad.app.suite import Cell, install_run_state
 from metagrad.app.suites import get_suite
@@ -233,6 +234,7 @@ def _init_worker(threads: int, plugins: tuple[str, ...], parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="metagrad-parent-watch", daemon=True).start()
     torch.set_num_threads(threads)
     configure_allocator()
+    git_commit()  # recorded in every row: the commit when the pool starts, not at a worker's first row
     import_plugins(plugins)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from metagrad.app.backends import BACKENDS, CellFailure, Task, cell_label, execute, import_plugins
 from metagrad.app.memory import MemoryEstimate, check_memory
 from metagrad.app.progress import progress_bar
-from metagrad.app.provenance import code_version
+from metagrad.app.provenance import code_version, git_commit
 from metagrad.app.rows import ResultRow
 from metagrad.app.store import ResultStore, check_store_path
 from metagrad.app.suite import Cell
@@ -104,6 +104,7 @@ def run_bench(
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     check_int("workers", workers, 1)
+    git_commit()  # the commit of the code this run loaded, not of a later commit made during the run
     plugins = import_plugins(plugins)
     listed: list[tuple[str, Any, list[Cell], list[str]]] = []
     for suite, config in runs:
