@@ -122,6 +122,15 @@ HUMAN_NAMES: dict[str, str] = {
     "dice_baseline": "DiCE + baseline",
     "off_policy_dice": "off-policy DiCE",
     "exact": "exact",
+    "lola_dice": "LOLA-DiCE",
+    "lola_lvc": "LOLA-LVC",
+    "off_policy_lola_dice": "off-policy LOLA-DiCE",
+    "stepwise_is": "step-wise IS",
+    "doubly_robust": "doubly robust",
+    "vtrace": "V-trace",
+    "taylor1": "TayPO-1",
+    "taylor2": "TayPO-2",
+    "mlmc": "MLMC",
     # metrics
     "corr": "correlation with the exact gradient",
     "bias_debiased": "debiased bias ||E[g] - exact||",
@@ -281,8 +290,10 @@ def _draw_series(
             zero = ~r & (p.high <= 0)
             counts["bounds"] += int(bound.sum())
             counts["zeros"] += int(zero.sum())
-            ax.plot(p.x[bound], p.high[bound], linestyle="none", marker="v", markersize=7,
-                    markerfacecolor="none", color=style.color)  # fmt: skip
+            # the bounds of one series joined faintly in its line style, so that series of one
+            # estimator (e.g. random and trained pairs) stay apart
+            ax.plot(p.x[bound], p.high[bound], linestyle=ls if bound.sum() > 1 else "none", alpha=0.45,
+                    marker="v", markersize=7, markerfacecolor="none", color=style.color)  # fmt: skip
             if r.sum() == 0:  # no resolved point: the label goes on the bounds
                 ax.plot(
                     [],
@@ -290,8 +301,9 @@ def _draw_series(
                     color=style.color,
                     marker="v",
                     markerfacecolor="none",
-                    linestyle="none",
-                    label=label,
+                    linestyle=ls,
+                    alpha=0.45,
+                    label=f"{label} (upper bounds only)",
                 )
             if zero.any():
                 trans = ax.get_xaxis_transform()
@@ -365,11 +377,18 @@ def _reference_slope(
             label=f"slope {slope:g} (theory reference)")  # fmt: skip
 
 
-def _finish(ax: Any, xlabel: str, ylabel: str, title: str, legend_size: int = 7) -> None:
+def _finish(
+    ax: Any, xlabel: str, ylabel: str, title: str, legend_size: int = 7, outside: bool = False
+) -> None:
+    """Labels, title and grid; ``outside``: the legend below the axes, where it hides no point."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
+    handles = ax.get_legend_handles_labels()[0]
+    if handles and outside:
+        ax.legend(fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  ncol=2 if len(handles) > 3 else 1, frameon=False)  # fmt: skip
+    elif handles:
         ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     _log_minor_labels(ax)
@@ -457,12 +476,12 @@ def series_panel(
     label); ``linestyles`` per label. ``loglog``: log axes, power-law exponents in the legend and
     ``reference_slope`` drawn; ``logx``: log x only; ``theory``: label -> ``(x, y)`` curves drawn
     dotted. ``notes`` end the caption (e.g. what the theory line is)."""
-    fig, ax = new_figure((5.5, 4))
+    fig, ax = new_figure((5.5, 5))
     counts = _panel(
         ax, series, xkey, ykey, loglog=loglog, logx=logx, reference_slope=reference_slope,
         theory=theory, linestyles=linestyles, colors=colors,
     )  # fmt: skip
-    _finish(ax, xlabel, ylabel, title)
+    _finish(ax, xlabel, ylabel, title, outside=True)
     rows = [r for rs in series.values() for r in rs]
     return save_figure(fig, path, caption=_caption(rows, ykey, counts, fit=loglog, notes=notes))
 
