@@ -425,8 +425,11 @@ def _panel(
     _set_x_axis(ax, xs, loglog or logx)
     if reference_slope is not None and log_y:
         _reference_slope(ax, series, xkey, ykey, reference_slope)
-    for label, (tx, ty) in (theory or {}).items():
-        ax.plot(tx, ty, color="0.3", linestyle=":", linewidth=1.5, label=label)
+    theory = theory or {}
+    for i, (label, (tx, ty)) in enumerate(theory.items()):
+        # one legend entry for several curves of one kind (they sit on their series)
+        text = label if len(theory) == 1 else f"{label.split(',')[0]} (dotted, one per series)"
+        ax.plot(tx, ty, color="0.3", linestyle=":", linewidth=1.5, label=None if i else text)
     return counts
 
 
