@@ -258,7 +258,7 @@ def test_vtrace_rejects_bad_bars(bad):
 def test_ope_family_is_registered_with_orders_and_references():
     for name in OPE:
         info = E.get_estimator(name)
-        assert info.off_policy and info.reference and info.unbiased_orders != "unknown"
+        assert info.off_policy and info.reference and info.unbiased_orders is not None
     assert E.get_estimator("vtrace").params == ("rho_bar", "c_bar")
     assert not E.get_estimator("stepwise_is").uses_critic
 

@@ -453,7 +453,7 @@ def _claim_hessian_injection(rows: list[ResultRow]) -> Claim:
 
 def _unbiased_at_second_order(estimator: str) -> bool:
     info = ESTIMATORS.get(estimator)
-    return info is not None and info.unbiased_orders.startswith("all")
+    return info is not None and info.unbiased_at(2) is True
 
 
 def _claim_hessian_ranking(rows: list[ResultRow]) -> Claim:

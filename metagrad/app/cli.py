@@ -62,7 +62,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for info in ESTIMATORS.values():
             print(f"  {info.name:<16} {info.summary}")
             print(
-                f"  {'':<16} unbiased orders: {info.unbiased_orders}; critic: {info.uses_critic}; "
+                f"  {'':<16} unbiased orders: {info.unbiasedness}; critic: {info.uses_critic}; "
                 f"off-policy: {info.off_policy}; ref: {info.reference}"
                 + (f"; params: {', '.join(info.params)}" if info.params else "")
             )

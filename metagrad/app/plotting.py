@@ -38,6 +38,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, NullLoca
 from metagrad.app.claims import power_law_exponent
 from metagrad.app.outputs import write_bytes_atomic, write_text_atomic
 from metagrad.app.rows import METRIC_FIELDS, ResultRow
+from metagrad.estimators import ESTIMATORS
 
 __all__ = [
     "DPI",
@@ -69,41 +70,47 @@ class Style:
     marker: str
 
 
-# Colour-blind-safe (Okabe-Ito, then Tol's bright) colours, one per registered estimator.
+# Colour-blind-safe (Okabe-Ito, then Tol's bright) colours: the fallback cycle for series that are
+# not registered estimators (their colour and marker are facts of the estimator registry).
 _COLORS = (
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
     "#882255", "#117733", "#999933", "#AA4499", "#44AA99", "#332288", "#888888",
 )  # fmt: skip
 _MARKERS = ("o", "s", "D", "^", "P", "X", "*", "h", "p", "<", ">", "d", "H", "8")
-_KNOWN = (
-    "dice", "loaded_dice", "lvc", "pg", "dice_baseline", "off_policy_dice", "per_step_is",
-    "stepwise_is", "doubly_robust", "vtrace", "taylor1", "taylor2", "exact", "mlmc",
-)  # fmt: skip
+# Series that are not estimators but are drawn beside them.
+_OTHER_STYLES = {"exact": Style("#332288", "H"), "mlmc": Style("#888888", "8")}
+
+
+def _fallback(name: str) -> Style:
+    """A fixed style from the name's text (stable across runs)."""
+    i = int(hashlib.sha256(name.encode()).hexdigest(), 16)
+    return Style(_COLORS[i % len(_COLORS)], _MARKERS[(i // 7) % len(_MARKERS)])
 
 
 class Palette(Mapping[str, Style]):
-    """Estimator name -> :class:`Style`; the same object serves every figure (:data:`PALETTE`)."""
+    """Estimator name -> :class:`Style`; the same object serves every figure (:data:`PALETTE`).
 
-    def __init__(self, known: Sequence[str]) -> None:
-        self._styles = {
-            name: Style(_COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)])
-            for i, name in enumerate(known)
-        }
+    A registered estimator is drawn in the colour and marker its registration states
+    (:class:`~metagrad.estimators.EstimatorInfo`); other names get a fixed fallback from their text.
+    """
 
     def __getitem__(self, name: str) -> Style:
-        if name not in self._styles:  # a fixed fallback from the name's text (stable across runs)
-            i = int(hashlib.sha256(name.encode()).hexdigest(), 16)
-            self._styles[name] = Style(_COLORS[i % len(_COLORS)], _MARKERS[(i // 7) % len(_MARKERS)])
-        return self._styles[name]
+        if name in _OTHER_STYLES:
+            return _OTHER_STYLES[name]
+        info = ESTIMATORS.get(name)
+        fallback = _fallback(name)
+        if info is None:
+            return fallback
+        return Style(info.color or fallback.color, info.marker or fallback.marker)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._styles)
+        return iter((*ESTIMATORS, *_OTHER_STYLES))
 
     def __len__(self) -> int:
-        return len(self._styles)
+        return len(ESTIMATORS) + len(_OTHER_STYLES)
 
 
-PALETTE = Palette(_KNOWN)
+PALETTE = Palette()
 
 
 def sequence_styles(labels: Iterable[str]) -> dict[str, Style]:
@@ -114,22 +121,11 @@ def sequence_styles(labels: Iterable[str]) -> dict[str, Style]:
 
 
 HUMAN_NAMES: dict[str, str] = {
-    # estimators
-    "dice": "DiCE",
-    "loaded_dice": "Loaded DiCE",
-    "lvc": "LVC",
-    "pg": "policy gradient",
-    "dice_baseline": "DiCE + baseline",
-    "off_policy_dice": "off-policy DiCE",
+    # series drawn beside the registered estimators (whose labels are registry facts)
     "exact": "exact",
     "lola_dice": "LOLA-DiCE",
     "lola_lvc": "LOLA-LVC",
     "off_policy_lola_dice": "off-policy LOLA-DiCE",
-    "stepwise_is": "step-wise IS",
-    "doubly_robust": "doubly robust",
-    "vtrace": "V-trace",
-    "taylor1": "TayPO-1",
-    "taylor2": "TayPO-2",
     "mlmc": "MLMC",
     # metrics
     "corr": "correlation with the exact gradient",
@@ -164,7 +160,11 @@ HUMAN_NAMES: dict[str, str] = {
 
 def human(name: object) -> str:
     """The words a figure shows for a code name (the name itself where none is defined)."""
-    return HUMAN_NAMES.get(str(name), str(name))
+    text = str(name)
+    if text in HUMAN_NAMES:
+        return HUMAN_NAMES[text]
+    info = ESTIMATORS.get(text)
+    return info.label if info is not None else text
 
 
 def caption_path(png: str | Path) -> Path:
