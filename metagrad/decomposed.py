@@ -42,7 +42,7 @@ from metagrad.exact import (
     tabular_values,
 )
 from metagrad.mlmc import randomized_mlmc
-from metagrad.seeding import torch_generator
+from metagrad.seeding import SEED_BITS, neighbour_seed, torch_generator
 from metagrad.staged import (
     STAGE_ROLES,
     EstimatorInputs,
@@ -407,7 +407,7 @@ class CoupledSampler(TabularSampler):
         self.calls[role] += 1
         # critic noise and learned critics from one shared stream, the injected bias from another
         self.streams[role] = RandomStreams(
-            critic=self._stream(other), injected=self._stream((other + 1) % 2**62)
+            critic=self._stream(other), injected=self._stream(neighbour_seed(other))
         )
         self.block_streams = (
             [self._stream((a, b)[i]) for i in self.blocks] if role == "inner" else [self._stream(a)]
@@ -439,7 +439,7 @@ def _mlmc_meta_gradients(
     def level_paths(level: int, idx: torch.Tensor) -> tuple[Estimates, Estimates, Estimates]:
         half = n0 * 2 ** (level - 1)
         seeds = torch.randint(
-            2**62,
+            2**SEED_BITS,
             (len(STAGE_ROLES), spec.inner_steps + 1, 3),
             generator=generator,
             device=generator.device if generator is not None else "cpu",

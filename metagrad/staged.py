@@ -35,7 +35,7 @@ import torch
 from metagrad.critics import CriticSpec
 from metagrad.estimators import get_estimator, stop_gradient
 from metagrad.mlmc import MLMC
-from metagrad.seeding import torch_generator
+from metagrad.seeding import SEED_BITS, torch_generator
 from metagrad.validation import check_int, check_real
 
 __all__ = [
@@ -236,7 +236,7 @@ class RandomStreams:
         if generator is None:
             return cls()
         names = [f.name for f in dataclasses.fields(cls)]
-        seeds = torch.randint(0, 2**62, (len(names),), generator=generator, device=generator.device)
+        seeds = torch.randint(0, 2**SEED_BITS, (len(names),), generator=generator, device=generator.device)
         children = {
             name: torch_generator(int(seed), device=generator.device)
             for name, seed in zip(names, seeds.tolist(), strict=True)

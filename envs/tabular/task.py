@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from metagrad.envs.tabular.sampling import RowSampler
-from metagrad.seeding import heldout_task_rng, train_task_rng
+from metagrad.seeding import SEED_BITS, heldout_task_rng, train_task_rng
 from metagrad.validation import check_choice, check_int, check_real
 
 __all__ = [
@@ -267,7 +267,7 @@ class TaskDistribution:
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
         if self.kind == "random":
-            seeds = rng.integers(0, 2**62, size=num_tasks)
+            seeds = rng.integers(0, 2**SEED_BITS, size=num_tasks)
             return stack_tasks(
                 [dataclasses.replace(self, kind="shared_transitions", seed=int(s)).base_task() for s in seeds]
             )
