@@ -15,6 +15,8 @@ The flat public API (see the README for the tour):
 from __future__ import annotations
 
 import metagrad.envs  # noqa: F401  (registers the Gymnasium ids)
+from metagrad import estimators as _estimators
+from metagrad import exact as _exact
 from metagrad.critics import CriticSpec
 from metagrad.decomposed import (
     MetaGradientSpec,
@@ -23,43 +25,11 @@ from metagrad.decomposed import (
     sample_meta_gradients_wrt,
 )
 from metagrad.derivatives import DerivativeSpec, exact_derivatives, mixture_logits, sample_derivatives
-from metagrad.estimators import (
-    ESTIMATORS,
-    EstimatorInfo,
-    advantages,
-    dice,
-    dice_baseline,
-    doubly_robust,
-    get_estimator,
-    loaded_dice,
-    lvc,
-    magic_box,
-    off_policy_dice,
-    per_step_is,
-    pg,
-    register_estimator,
-    stepwise_is,
-    stop_gradient,
-    taylor1,
-    taylor2,
-    vtrace,
-)
-from metagrad.exact import (
-    OBJECTIVES,
-    Objective,
-    differentiable_inner_loop,
-    ipd_model,
-    ipd_state_values,
-    ipd_values,
-    lirpg_meta_gradient,
-    lola_gradient,
-    maml_meta_gradient,
-    naive_gradient,
-    policy_model,
-    post_adaptation_return,
-    tabular_return,
-    tabular_values,
-)
+
+# Every estimator and the registry (metagrad.estimators.__all__), every oracle
+# (metagrad.exact.__all__): a new built-in is in the flat API as soon as its package exports it.
+from metagrad.estimators import *  # noqa: F403
+from metagrad.exact import *  # noqa: F403
 from metagrad.injected import InnerLoopCurvature, expected_injected_meta_gradient, inner_loop_curvature
 from metagrad.lola import LOLA_VARIANTS, LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
 from metagrad.mlmc import MLMC
@@ -80,17 +50,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COMBINATIONS",
-    "ESTIMATORS",
     "LOLA_VARIANTS",
     "MLMC",
-    "OBJECTIVES",
     "CriticSpec",
     "DerivativeSpec",
-    "EstimatorInfo",
     "InnerLoopCurvature",
     "LolaSpec",
     "MetaGradientSpec",
-    "Objective",
     "RandomStreams",
     "Registry",
     "Score",
@@ -98,36 +64,14 @@ __all__ = [
     "StagedSampler",
     "UnknownNameError",
     "__version__",
-    "advantages",
     "detached_leaf",
-    "dice",
-    "dice_baseline",
-    "differentiable_inner_loop",
-    "doubly_robust",
     "exact_derivatives",
     "exact_lola_target",
     "exact_meta_gradient",
     "expected_injected_meta_gradient",
-    "get_estimator",
     "inner_loop_curvature",
-    "ipd_model",
-    "ipd_state_values",
-    "ipd_values",
-    "lirpg_meta_gradient",
-    "loaded_dice",
-    "lola_gradient",
     "lola_variant",
-    "lvc",
-    "magic_box",
-    "maml_meta_gradient",
     "mixture_logits",
-    "naive_gradient",
-    "off_policy_dice",
-    "per_step_is",
-    "pg",
-    "policy_model",
-    "post_adaptation_return",
-    "register_estimator",
     "sample_derivatives",
     "sample_lola_gradients",
     "sample_meta_gradients",
@@ -135,12 +79,7 @@ __all__ = [
     "score",
     "staged_inner_loop",
     "staged_step",
-    "stepwise_is",
-    "stop_gradient",
     "straight_through",
-    "tabular_return",
-    "tabular_values",
-    "taylor1",
-    "taylor2",
-    "vtrace",
 ]
+__all__ += _estimators.__all__
+__all__ += _exact.__all__

@@ -83,9 +83,8 @@ def expected_injected_meta_gradient(
     with ``c' = c / D`` (the matrices are symmetric; the chain rule through K ascent steps, as in
     MAML, Finn et al., ICML 2017). Computed from the explicit float64 Hessians
     (:func:`inner_loop_curvature`; pass ``curvature`` to reuse them across values of ``c``),
-    independently of the sampler; its distance to
-    :func:`~metagrad.decomposed.exact_meta_gradient` is the predicted
-    bias, a polynomial in ``c`` of degree K.
+    independently of the sampler; its distance to :func:`~metagrad.decomposed.exact_meta_gradient`
+    is the predicted bias, a polynomial in ``c`` of degree K.
 
     Args:
         task: one MDP (not a batch); logits: ``[S, A]``; spec: all stages exact, ``hessian_bias`` set.

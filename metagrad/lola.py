@@ -14,13 +14,14 @@ that computation is decomposed like the tabular benchmark (Liu et al., NeurIPS 2
 * ``hessian``: its Jacobian w.r.t. both agents' logits (the shaping term), through ``g_hess``;
 * ``outer``: the gradient of ``V1`` at the looked-ahead pair.
 
-Stages combine by the staged step of :mod:`metagrad.staged` (the one the tabular sampler uses,
-:func:`~metagrad.staged.staged_inner_loop`), on a :class:`~metagrad.staged.StagedSampler`; the estimators
-are the registered ones of :mod:`metagrad.estimators`, fed the *joint* log-probs
-``log pi_1 + log pi_2``: ``dice_baseline`` is LOLA-DiCE, ``off_policy_dice`` with ``replay`` is
-off-policy LOLA-DiCE (earlier trajectories reweighted by importance ratios, the paper's fix for
-compositional bias), ``lvc`` is the low-bias Hessian variant (same-time cross terms only), ``pg``
-drops the cross terms entirely (no shaping survives). No estimator math is rewritten here.
+Stages combine by the staged step the tabular sampler uses too
+(:func:`~metagrad.staged.staged_inner_loop`), and :class:`GameSampler` is a
+:class:`~metagrad.staged.StagedSampler`; the estimators are the registered ones of
+:mod:`metagrad.estimators`, fed the *joint* log-probs ``log pi_1 + log pi_2``: ``dice_baseline`` is
+LOLA-DiCE, ``off_policy_dice`` with ``replay`` is off-policy LOLA-DiCE (earlier trajectories
+reweighted by importance ratios, the paper's fix for compositional bias), ``lvc`` is the low-bias
+Hessian variant (same-time cross terms only), ``pg`` drops the cross terms entirely (no shaping
+survives). No estimator math is rewritten here.
 
 Off-policy LOLA-DiCE changes two things at once. Replay raises the lookahead's sample size; and,
 given a critic, ``off_policy_dice`` baselines with the cumulative term
@@ -454,8 +455,8 @@ def lookahead(
     """The opponent's logits after ``steps`` (estimated) naive ascent steps of size ``lr``,
     a differentiable function of both agents' logits: the LOLA lookahead.
 
-    The one copy of the lookahead loop: the benchmark scores it and the learners of
-    :mod:`metagrad.agents.lola` train with it.
+    The one lookahead loop (a :func:`~metagrad.staged.staged_inner_loop` over the opponent's
+    logits): the benchmark scores it and the learners of :mod:`metagrad.agents.lola` train with it.
 
     Args:
         own, other: the looking-ahead agent's and the opponent's logits ``[..., 5]`` (``own`` is
