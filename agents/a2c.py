@@ -27,6 +27,7 @@ from torch.func import functional_call
 from metagrad.envs.atari import AtariConfig, AtariVector
 from metagrad.envs.minatar import MinAtarConfig, MinAtarVector
 from metagrad.estimators import advantages, get_estimator, stop_gradient
+from metagrad.seeding import torch_generator
 from metagrad.validation import check_int_fields, check_real, check_real_fields
 
 __all__ = [
@@ -306,7 +307,7 @@ class A2CAgent:
         self.optimizer = torch.optim.RMSprop(
             self.model.parameters(), lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps
         )
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch_generator(seed, device=device)
         self.obs = self.env.reset(seed=seed)
 
     def train(

@@ -43,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metagrad.agents.optim import check_optimizer, make_optimizer
-from metagrad.decomposed import critic_values
+from metagrad.critics import critic_values
 from metagrad.envs.ipd import IPDTrajectory, check_gamma, get_game, ipd_rollout, per_step_average
 from metagrad.estimators import stop_gradient
 from metagrad.exact import ipd_values, lola_gradient
@@ -56,7 +56,8 @@ from metagrad.lola import (
     tabular_game_critic,
     with_replay,
 )
-from metagrad.validation import check_int, check_real
+from metagrad.seeding import torch_generator
+from metagrad.validation import check_choice, check_int, check_real
 
 __all__ = [
     "GRADIENTS",
@@ -88,10 +89,8 @@ class LearnerConfig:
     critic_rate: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: expected one of {KINDS}, got {self.kind!r}")
-        if self.gradient not in GRADIENTS:
-            raise ValueError(f"gradient: expected one of {GRADIENTS}, got {self.gradient!r}")
+        check_choice("kind", self.kind, KINDS)
+        check_choice("gradient", self.gradient, GRADIENTS)
         check_optimizer(self.optimizer)
         check_real("lr", self.lr, minimum=0.0, open_min=True)
         check_real("lookahead_lr", self.lookahead_lr)
@@ -248,8 +247,8 @@ def play(
     """
     game = GameConfig() if game is None else game
     check_int("iterations", iterations, 0)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    init = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, device=device)
+    init = torch_generator(seed)
     starts = []
     for given in (theta1, theta2):
         start = init_scale * torch.randn(5, generator=init, dtype=torch.float64)

@@ -24,6 +24,7 @@ from metagrad.decomposed import MetaGradientSpec, episodes_per_estimate, sample_
 from metagrad.envs.tabular import TabularTask, TaskDistribution
 from metagrad.estimators import stop_gradient
 from metagrad.exact import post_adaptation_return
+from metagrad.seeding import torch_generator
 from metagrad.validation import check_int, check_real
 
 __all__ = ["MAMLConfig", "MAMLLearner", "train_maml"]
@@ -186,7 +187,7 @@ def train_maml(
     check_int("iterations", iterations, 0)
     held = distribution.held_out(eval_tasks) if isinstance(eval_tasks, int) else eval_tasks
     rng = distribution.train_rng(seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch_generator(seed, device=device)
     learner = MAMLLearner(config, distribution.num_states, distribution.num_actions, device=device)
     per_iteration = config.episodes_per_iteration()
     history: dict[str, Any] = {"held_out_return": [], "episodes": [], "cosine": []}

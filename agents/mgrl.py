@@ -42,7 +42,8 @@ from metagrad.agents.a2c import (
     collect_rollout,
 )
 from metagrad.estimators import get_estimator, stop_gradient
-from metagrad.validation import check_int, check_real, check_real_fields
+from metagrad.seeding import torch_generator
+from metagrad.validation import check_choice, check_int, check_real, check_real_fields
 
 __all__ = [
     "META_NAMES",
@@ -87,8 +88,7 @@ class MGRLConfig:
     def __post_init__(self) -> None:
         check_int("inner_steps", self.inner_steps, 1)
         get_estimator(self.estimator)
-        if self.outer not in OUTER_MODES:
-            raise ValueError(f"outer: expected one of {OUTER_MODES}, got {self.outer!r}")
+        check_choice("outer", self.outer, OUTER_MODES)
         check_real_fields(
             self, ("init_gamma", "init_lambda"), minimum=0.0, maximum=1.0, open_min=True, open_max=True
         )
@@ -282,7 +282,7 @@ class MGRLAgent:
         self.rms = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.eta = initial_meta_parameters(config, device)
         self.meta_optimizer = torch.optim.Adam(list(self.eta.values()), lr=config.meta_lr)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch_generator(seed, device=device)
         self.obs = self.env.reset(seed=seed)
         self._carry: Rollout | None = None
 

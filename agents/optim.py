@@ -1,4 +1,4 @@
-"""The optimiser table of the learners (MAML, LOLA): one name -> ``torch.optim`` class map."""
+"""The optimiser table of the learners (MAML, LOLA): one name -> ``torch.optim`` class registry."""
 
 from __future__ import annotations
 
@@ -6,21 +6,21 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from metagrad.registry import Registry
+
 __all__ = ["OPTIMIZERS", "check_optimizer", "make_optimizer"]
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-}
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("sgd", torch.optim.SGD)
+OPTIMIZERS.register("adam", torch.optim.Adam)
 
 
 def check_optimizer(name: str) -> str:
-    """``name`` if it is in :data:`OPTIMIZERS`, else ``ValueError`` listing them."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {sorted(OPTIMIZERS)}, got {name!r}")
+    """``name`` if it is in :data:`OPTIMIZERS`, else the registry's ``ValueError`` listing them."""
+    OPTIMIZERS[name]  # an unknown name raises here
     return name
 
 
 def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     """A fresh optimiser ``name`` over ``params`` with step size ``lr``."""
-    return OPTIMIZERS[check_optimizer(name)](list(params), lr=lr)
+    return OPTIMIZERS[name](list(params), lr=lr)

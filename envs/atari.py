@@ -31,9 +31,9 @@ from ale_py.vector_env import AtariVectorEnv
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 from stable_baselines3.common.atari_wrappers import FireResetEnv
 
-from metagrad.validation import check_int, check_int_fields
+from metagrad.validation import check_choice, check_int, check_int_fields
 
-__all__ = ["BACKENDS", "AtariConfig", "AtariStep", "AtariVector", "make_atari", "rom_id"]
+__all__ = ["BACKENDS", "AtariConfig", "AtariStep", "AtariVector", "rom_id"]
 
 BACKENDS = ("ale", "gymnasium")
 
@@ -86,8 +86,7 @@ class AtariConfig:
             self, ("num_envs", "frame_skip", "frame_stack", "screen_size", "max_episode_frames"), 1
         )
         check_int("noop_max", self.noop_max, 0)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        check_choice("backend", self.backend, BACKENDS)
 
     def make(self) -> AtariVector:
         """The vector of games this config describes."""
@@ -229,12 +228,3 @@ class AtariVector:
 
     def close(self) -> None:
         self._env.close()
-
-
-def make_atari(config: AtariConfig | None = None, **kwargs: Any) -> AtariVector:
-    """An :class:`AtariVector` from a config (or its fields as keyword arguments)."""
-    if config is None:
-        config = AtariConfig(**kwargs)
-    elif kwargs:
-        raise ValueError("pass either a config or keyword arguments, not both")
-    return AtariVector(config)

@@ -24,7 +24,6 @@ after a step. Agent 2 sees the same state through :data:`STATE_SWAP`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -36,8 +35,11 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from metagrad.envs.tabular import RENDER_FPS, RowSampler, TimeMajorBatch, cell_strip
-from metagrad.validation import check_finite_tensor, check_int, check_real
+from metagrad.envs.tabular.engine import TimeMajorBatch
+from metagrad.envs.tabular.gym import RENDER_FPS, cell_strip
+from metagrad.envs.tabular.sampling import RowSampler
+from metagrad.registry import Registry
+from metagrad.validation import check_choice, check_finite_tensor, check_int, check_real
 
 __all__ = [
     "ALWAYS_COOPERATE",
@@ -100,28 +102,33 @@ class MatrixGame:
         return torch.tensor([self.payoff1, self.payoff2], dtype=dtype, device=device)
 
 
-GAMES: dict[str, MatrixGame] = {
-    "ipd": MatrixGame(
+# The games by name (``"ipd"``, ``"imp"``).
+GAMES: Registry[MatrixGame] = Registry("game")
+GAMES.register(
+    "ipd",
+    MatrixGame(
         "ipd",
         (-1.0, -3.0, 0.0, -2.0),
         (-1.0, 0.0, -3.0, -2.0),
         "Iterated Prisoner's Dilemma, payoffs CC -1, CD -3, DC 0, DD -2 (Foerster et al. 2018)",
     ),
-    "imp": MatrixGame(
+)
+GAMES.register(
+    "imp",
+    MatrixGame(
         "imp",
         (1.0, -1.0, -1.0, 1.0),
         (-1.0, 1.0, 1.0, -1.0),
         "Iterated Matching Pennies, agent 1 matches (+1), agent 2 mismatches (zero-sum)",
     ),
-}
+)
 
 
 def get_game(game: str | MatrixGame) -> MatrixGame:
-    """Look up a game by name (``"ipd"``, ``"imp"``); an unknown name raises ``ValueError``."""
+    """Look up a game by name (``"ipd"``, ``"imp"``); an unknown name raises the registry's
+    ``ValueError`` listing the games."""
     if isinstance(game, MatrixGame):
         return game
-    if game not in GAMES:
-        raise ValueError(f"game: unknown name {game!r}; known: {sorted(GAMES)}")
     return GAMES[game]
 
 
@@ -275,18 +282,6 @@ class IPDTrajectory(TimeMajorBatch):
         (differentiable): what replayed episodes contribute to an off-policy magic box."""
         return memory_one_log_probs(theta1, self.states, self.actions1) + memory_one_log_probs(
             theta2[..., list(STATE_SWAP)], self.states, self.actions2
-        )
-
-    @staticmethod
-    def concat(trajs: list[IPDTrajectory]) -> IPDTrajectory:
-        """Episodes side by side (episode axis 1; ``final_states`` axis 0)."""
-        return IPDTrajectory(
-            **{
-                f.name: torch.cat(
-                    [getattr(t, f.name) for t in trajs], dim=0 if f.name == "final_states" else 1
-                )
-                for f in dataclasses.fields(IPDTrajectory)
-            }
         )
 
     def rewards(self, agent: int) -> torch.Tensor:
@@ -455,10 +450,8 @@ class IPDEnv(gym.Env):
         self.game = get_game(game)
         self.horizon = check_int("horizon", horizon, numpy_ok=True)
         self._opponent = _np_policy(TIT_FOR_TAT if opponent is None else opponent, "opponent")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
         self.render_mode = render_mode
         self.observation_space = spaces.Discrete(NUM_LOGITS)
         self.action_space = spaces.Discrete(2)
@@ -505,10 +498,8 @@ class IPDParallelEnv(ParallelEnv):
     def __init__(self, horizon: int = 100, game: str = "ipd", render_mode: str | None = None) -> None:
         self.game = get_game(game)
         self.horizon = check_int("horizon", horizon, numpy_ok=True)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode: expected one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
+        if render_mode is not None:
+            check_choice("render_mode", render_mode, self.metadata["render_modes"])
         self.metadata = {**self.metadata, "name": f"{self.game.name}_v0"}
         self.render_mode = render_mode
         self.possible_agents = ["player_0", "player_1"]

@@ -14,12 +14,14 @@ that computation is decomposed like the tabular benchmark (Liu et al., NeurIPS 2
 * ``hessian``: its Jacobian w.r.t. both agents' logits (the shaping term), through ``g_hess``;
 * ``outer``: the gradient of ``V1`` at the looked-ahead pair.
 
-Stages combine straight-through (:func:`metagrad.decomposed.straight_through`); the estimators
-are the registered ones of :mod:`metagrad.estimators`, fed the *joint* log-probs
-``log pi_1 + log pi_2``: ``dice_baseline`` is LOLA-DiCE, ``off_policy_dice`` with ``replay`` is
-off-policy LOLA-DiCE (earlier trajectories reweighted by importance ratios, the paper's fix for
-compositional bias), ``lvc`` is the low-bias Hessian variant (same-time cross terms only), ``pg``
-drops the cross terms entirely (no shaping survives). No estimator math is rewritten here.
+Stages combine by the staged step the tabular sampler uses too
+(:func:`~metagrad.staged.staged_inner_loop`), and :class:`GameSampler` is a
+:class:`~metagrad.staged.StagedSampler`; the estimators are the registered ones of
+:mod:`metagrad.estimators`, fed the *joint* log-probs ``log pi_1 + log pi_2``: ``dice_baseline`` is
+LOLA-DiCE, ``off_policy_dice`` with ``replay`` is off-policy LOLA-DiCE (earlier trajectories
+reweighted by importance ratios, the paper's fix for compositional bias), ``lvc`` is the low-bias
+Hessian variant (same-time cross terms only), ``pg`` drops the cross terms entirely (no shaping
+survives). No estimator math is rewritten here.
 
 Off-policy LOLA-DiCE changes two things at once. Replay raises the lookahead's sample size; and,
 given a critic, ``off_policy_dice`` baselines with the cumulative term
@@ -39,19 +41,7 @@ from typing import Any
 
 import torch
 
-from metagrad.decomposed import (
-    STAGE_ROLES,
-    CriticSpec,
-    RandomStreams,
-    Staged,
-    StageRole,
-    StageSpec,
-    critic_values,
-    detached_leaf,
-    monte_carlo_values,
-    stage_cost,
-    straight_through,
-)
+from metagrad.critics import CriticSpec, critic_values, monte_carlo_critic
 from metagrad.envs.ipd import (
     STATE_SWAP,
     IPDTrajectory,
@@ -60,8 +50,21 @@ from metagrad.envs.ipd import (
     get_game,
     ipd_rollout,
 )
-from metagrad.estimators import discounted_returns, get_estimator, stop_gradient
+from metagrad.estimators import stop_gradient
 from metagrad.exact import ipd_state_values, ipd_values, lola_gradient
+from metagrad.registry import Registry
+from metagrad.staged import (
+    STAGE_ROLES,
+    EstimatorInputs,
+    Staged,
+    StagedSampler,
+    StageRole,
+    StageSpec,
+    mean_surrogate,
+    repeated_leaf,
+    stage_cost,
+    staged_inner_loop,
+)
 from metagrad.validation import check_int, check_real
 
 __all__ = [
@@ -88,7 +91,7 @@ class LolaSpec(Staged):
     """How to compute one LOLA gradient estimate (see the module docstring).
 
     Attributes:
-        inner, hessian, outer: the three stages (:class:`~metagrad.decomposed.StageSpec`).
+        inner, hessian, outer: the three stages (:class:`~metagrad.staged.StageSpec`).
         lookahead_steps: ``n >= 0`` opponent steps; lookahead_lr: their size.
         gamma: discount in ``[0, 1)``; horizon: episode length ``H`` of the samples *and* of the
             exact target (finite-horizon values: the same objective the samples estimate).
@@ -183,19 +186,18 @@ class LolaVariant:
 
 
 # The one table of named LOLA estimators, used by the benchmark and by the learners.
-LOLA_VARIANTS: dict[str, LolaVariant] = {
-    "lola_dice": LolaVariant("dice_baseline", "dice_baseline", "LOLA-DiCE"),
-    "off_policy_lola_dice": LolaVariant(
-        "off_policy_dice", "dice_baseline", "OffPolicy-LOLA-DiCE", replays=True
-    ),
-    "lola_lvc": LolaVariant("lvc", "dice_baseline", "LOLA-LVC"),
-}
+LOLA_VARIANTS: Registry[LolaVariant] = Registry("LOLA variant")
+LOLA_VARIANTS.register("lola_dice", LolaVariant("dice_baseline", "dice_baseline", "LOLA-DiCE"))
+LOLA_VARIANTS.register(
+    "off_policy_lola_dice",
+    LolaVariant("off_policy_dice", "dice_baseline", "OffPolicy-LOLA-DiCE", replays=True),
+)
+LOLA_VARIANTS.register("lola_lvc", LolaVariant("lvc", "dice_baseline", "LOLA-LVC"))
 
 
 def get_lola_variant(name: str) -> LolaVariant:
-    """The entry of :data:`LOLA_VARIANTS`; an unknown name raises ``ValueError`` listing them."""
-    if name not in LOLA_VARIANTS:
-        raise ValueError(f"variant: unknown name {name!r}; known: {sorted(LOLA_VARIANTS)}")
+    """The entry of :data:`LOLA_VARIANTS`; an unknown name raises the registry's ``ValueError``
+    listing them."""
     return LOLA_VARIANTS[name]
 
 
@@ -222,17 +224,16 @@ def game_surrogate(
         ``[*G]``: the estimator's surrogate averaged over episodes; its derivatives w.r.t. both
         agents' logits estimate those of ``V_who``.
     """
-    info = get_estimator(estimator)
-    surrogate = info.fn(
+    return mean_surrogate(
+        estimator,
         traj.joint_log_probs if log_probs is None else log_probs,
         traj.rewards(who),
         traj.discounts,
         behaviour_log_probs=traj.joint_behaviour_log_probs,
-        values=values if info.uses_critic else None,
-        bootstrap_value=bootstrap_value if info.uses_critic else None,
-        **(params or {}),
+        values=values,
+        bootstrap_value=bootstrap_value,
+        params=params,
     )
-    return surrogate.mean(0)
 
 
 def with_replay(
@@ -251,26 +252,16 @@ def tabular_game_critic(traj: IPDTrajectory, who: int) -> torch.Tensor:
     The mean discounted return-to-go from each (step, joint state) over the episodes of ``traj``
     (0 where unvisited). Fit it on episodes independent of the ones it will baseline.
     """
-    returns = discounted_returns(stop_gradient(traj.rewards(who)), traj.discounts)  # [T, B, *G]
-    return monte_carlo_values(returns, traj.states, len(STATE_SWAP))
+    return monte_carlo_critic(traj.rewards(who), traj.discounts, traj.states, len(STATE_SWAP))
 
 
-class GameSampler:
+class GameSampler(StagedSampler[LolaSpec]):
     """Stage objectives of one batched LOLA computation (spec, randomness, replay buffers).
 
-    Parameters are batches ``[R, 5]`` of independent pairs; every objective returns a scalar
-    whose gradient w.r.t. the logits is the per-pair estimate.
+    Parameters are batches ``[R, 5]`` of independent pairs; every objective of agent ``who``'s
+    value (:meth:`objective` with the point ``theta1, theta2, who``) returns a scalar whose
+    gradient w.r.t. the logits is the per-pair estimate.
     """
-
-    def __init__(
-        self,
-        spec: LolaSpec,
-        generator: torch.Generator | None = None,
-        replays: dict[str, IPDTrajectory] | None = None,
-    ) -> None:
-        self.spec = spec
-        self.streams = RandomStreams.by_role(generator)
-        self.replays = replays or {}
 
     def rollout(
         self,
@@ -281,7 +272,7 @@ class GameSampler:
         stream: str = "trajectories",
     ) -> IPDTrajectory:
         """``n`` episodes of the pair from one of the role's
-        :class:`~metagrad.decomposed.RandomStreams`."""
+        :class:`~metagrad.staged.RandomStreams`."""
         s = self.spec
         return ipd_rollout(
             theta1,
@@ -293,18 +284,37 @@ class GameSampler:
             generator=getattr(self.streams[role], stream),
         )
 
-    def critic(
-        self,
-        theta1: torch.Tensor,
-        theta2: torch.Tensor,
-        who: int,
-        traj: IPDTrajectory,
-        role: StageRole = "inner",
-    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-        """Critic values ``[T, B, R]`` and bootstrap ``[B, R]`` of ``V_who`` along ``traj``."""
+    def exact_objective(
+        self, role: StageRole, theta1: torch.Tensor, theta2: torch.Tensor, who: int
+    ) -> torch.Tensor:
+        s = self.spec
+        return ipd_values(theta1, theta2, s.gamma, s.horizon, s.game)[who - 1].sum()
+
+    def estimator_inputs(
+        self, stage: StageSpec, role: StageRole, theta1: torch.Tensor, theta2: torch.Tensor, who: int
+    ) -> EstimatorInputs:
+        """``n`` fresh episodes of the pair, joined by the role's replayed ones (joint log-probs
+        recomputed under the pair), with agent ``who``'s rewards."""
+        traj = self.rollout(theta1, theta2, stage.n, role)
+        log_probs = traj.joint_log_probs
+        if stage.replay:
+            traj, log_probs = with_replay(traj, self.replays[role], theta1, theta2)
+        return EstimatorInputs(
+            log_probs,
+            traj.rewards(who),
+            traj.discounts,
+            traj.joint_behaviour_log_probs,
+            traj.states,
+            traj.final_states,
+        )
+
+    def stage_critic(
+        self, role: StageRole, inputs: EstimatorInputs, theta1: torch.Tensor, theta2: torch.Tensor, who: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Critic values ``[T, B, R]`` and bootstrap ``[B, R]`` of ``V_who`` along the stage's
+        episodes: exact finite-horizon state values plus ``noise * N(0, 1) * ||V_t|| / 5`` per
+        table (``noisy_exact``), or a Monte Carlo fit on independent episodes (``learned``)."""
         c = self.spec.critic
-        if c.kind == "zero":
-            return None, None
         t1, t2 = stop_gradient(theta1), stop_gradient(theta2)
         if c.kind == "learned":
             table = tabular_game_critic(self.rollout(t1, t2, c.learned_episodes, role, "critic"), who)
@@ -315,29 +325,7 @@ class GameSampler:
                     table.shape, generator=self.streams[role].critic, dtype=table.dtype, device=table.device
                 )
                 table = table + c.noise * eps * table.norm(dim=-1, keepdim=True) / table.shape[-1]
-        return critic_values(table, traj.states, traj.final_states, "finite")
-
-    def objective(
-        self, stage: StageSpec, theta1: torch.Tensor, theta2: torch.Tensor, who: int, role: StageRole
-    ) -> torch.Tensor:
-        """Scalar whose gradient w.r.t. ``theta1, theta2 [R, 5]`` estimates that of ``V_who``."""
-        s = self.spec
-        if stage.is_exact:
-            return ipd_values(theta1, theta2, s.gamma, s.horizon, s.game)[who - 1].sum()
-        traj = self.rollout(theta1, theta2, stage.n, role)
-        log_probs = traj.joint_log_probs
-        if stage.replay:
-            traj, log_probs = with_replay(traj, self.replays[role], theta1, theta2)
-        values, bootstrap = self.critic(theta1, theta2, who, traj, role)
-        return game_surrogate(
-            stage.estimator,
-            traj,
-            who,
-            log_probs=log_probs,
-            values=values,
-            bootstrap_value=bootstrap,
-            params=dict(stage.params),
-        ).sum()
+        return critic_values(table, inputs.states, inputs.final_states, "finite")
 
 
 def replay_buffer(
@@ -376,10 +364,6 @@ def replay_buffer(
             for f in dataclasses.fields(IPDTrajectory)
         }
     )
-
-
-def _batched(x: torch.Tensor, repeats: int) -> torch.Tensor:
-    return stop_gradient(x).to(torch.float64).expand(repeats, 5).clone().requires_grad_(True)
 
 
 def sample_lola_gradients(
@@ -427,14 +411,14 @@ def sample_lola_gradients(
     agent, opponent = spec.agent, 3 - spec.agent
 
     with torch.enable_grad():
-        own = _batched(theta1 if agent == 1 else theta2, repeats)
-        other = _batched(theta2 if agent == 1 else theta1, repeats)
+        own = repeated_leaf(theta1 if agent == 1 else theta2, repeats)
+        other = repeated_leaf(theta2 if agent == 1 else theta1, repeats)
 
         def value_objective(_step: int, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-            return sampler.objective(spec.inner, t1, t2, opponent, "inner")
+            return sampler.objective(spec.inner, "inner", t1, t2, opponent)
 
         def jacobian_objective(_step: int, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-            return sampler.objective(spec.hessian, t1, t2, opponent, "hessian")
+            return sampler.objective(spec.hessian, "hessian", t1, t2, opponent)
 
         other = lookahead(
             own,
@@ -445,7 +429,7 @@ def sample_lola_gradients(
             value_objective=value_objective,
             jacobian_objective=None if spec.shared_lookahead else jacobian_objective,
         )
-        outer = sampler.objective(spec.outer, *seat_order(agent, own, other), agent, "outer")
+        outer = sampler.objective(spec.outer, "outer", *seat_order(agent, own, other), agent)
         (grad,) = torch.autograd.grad(outer, own, allow_unused=True)
     return torch.zeros_like(own).detach() if grad is None else grad.detach()
 
@@ -471,8 +455,8 @@ def lookahead(
     """The opponent's logits after ``steps`` (estimated) naive ascent steps of size ``lr``,
     a differentiable function of both agents' logits: the LOLA lookahead.
 
-    The one copy of the lookahead loop: the benchmark scores it and the learners of
-    :mod:`metagrad.agents.lola` train with it.
+    The one lookahead loop (a :func:`~metagrad.staged.staged_inner_loop` over the opponent's
+    logits): the benchmark scores it and the learners of :mod:`metagrad.agents.lola` train with it.
 
     Args:
         own, other: the looking-ahead agent's and the opponent's logits ``[..., 5]`` (``own`` is
@@ -488,21 +472,20 @@ def lookahead(
         The looked-ahead opponent logits (same shape as ``other``).
     """
 
-    for step in range(steps):
-        if jacobian_objective is None:
-            (g,) = torch.autograd.grad(
-                value_objective(step, *seat_order(agent, own, other)), other, create_graph=True
-            )
-            other = other + lr * g
-            continue
-        leaf = detached_leaf(other)
-        (g_value,) = torch.autograd.grad(
-            value_objective(step, *seat_order(agent, stop_gradient(own), leaf)), leaf
-        )
-        obj = jacobian_objective(step, *seat_order(agent, own, other))
-        (g_jac,) = torch.autograd.grad(obj, other, create_graph=True)
-        other = straight_through(other + lr * g_value, other + lr * g_jac)
-    return other
+    if jacobian_objective is None:
+
+        def shared(step: int, x: torch.Tensor) -> torch.Tensor:
+            return value_objective(step, *seat_order(agent, own, x))
+
+        return staged_inner_loop(other, steps, lr, shared)
+
+    def value(step: int, leaf: torch.Tensor) -> torch.Tensor:
+        return value_objective(step, *seat_order(agent, stop_gradient(own), leaf))
+
+    def jacobian(step: int, x: torch.Tensor) -> torch.Tensor:
+        return jacobian_objective(step, *seat_order(agent, own, x))
+
+    return staged_inner_loop(other, steps, lr, value, jacobian)
 
 
 def exact_lola_target(theta1: torch.Tensor, theta2: torch.Tensor, spec: LolaSpec) -> torch.Tensor:

@@ -128,7 +128,7 @@ def task_metrics(samples: torch.Tensor, exact: torch.Tensor) -> dict[str, torch.
       task n; its mean over tasks is :class:`Score`'s ``bias_sq_debiased``);
     * ``mse``: ``mean_r ||x_nr - e_n||^2``; ``variance``: ``tr(Cov_n)``; ``corr``: the papers'
       centred cosine averaged over the task's estimates;
-    * the official code's own metrics (Liu et al. 2022, Theoretical-GMRL ``tabular/maml``), for
+    * the metrics of Liu et al. (NeurIPS 2022)'s own tabular MAML experiments, for
       comparison with the paper's figures: ``paper_bias = ||m_n - e_n||^2 / D`` (not debiased) and
       ``paper_variance = sum_d std_d`` (the sum over components of the unbiased standard deviation).
     """

@@ -31,6 +31,7 @@ __all__ = [
     "digest",
     "game_stream_seed",
     "heldout_task_rng",
+    "neighbour_seed",
     "numpy_generator",
     "pair_seed",
     "setting_seed",
@@ -115,6 +116,12 @@ def pair_seed(run_seed: int, index: int) -> int:
 def game_stream_seed(run_seed: int, game: str, salt: int) -> int:
     """The seed of a game's environment and action stream (``salt`` tells the streams apart)."""
     return (run_seed * 1_000_003 + zlib.crc32(game.encode()) + salt) % (2**31)
+
+
+def neighbour_seed(seed: int) -> int:
+    """The seed next to ``seed`` (mod ``2**62``): a second stream beside one seeded with ``seed``
+    (the injected-bias stream of an MLMC path beside its critic stream)."""
+    return (seed + 1) % 2**SEED_BITS
 
 
 def heldout_task_rng(distribution_seed: int) -> np.random.Generator:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from metagrad.decomposed import critic_values
+from metagrad.critics import critic_values
 from metagrad.envs.tabular import TabularTask, policy_log_probs, random_task, rollout
 from metagrad.exact import tabular_return, tabular_values
 from metagrad.validation import check_int, check_real, check_seed

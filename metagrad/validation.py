@@ -1,23 +1,27 @@
 """Argument checks shared by the environments, estimators' recipes, benches and agents.
 
 The bottom of the library: it imports nothing from ``metagrad``. Every failure raises
-``ValueError`` naming the argument, in one of two formats:
+``ValueError`` naming the argument, in one of three formats:
 
 * ``"<name>: expected an integer >= <minimum>, got <value>"`` (:func:`check_int`);
-* ``"<name>: expected a finite number <range>, got <value>"`` (:func:`check_real`).
+* ``"<name>: expected a finite number <range>, got <value>"`` (:func:`check_real`);
+* ``"<name>: expected one of (<choices>), got <value>"`` (:func:`check_choice`, for a fixed set of
+  literal choices; a table that grows by registration is a :class:`metagrad.registry.Registry`
+  and has that type's one unknown-name message).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 __all__ = [
     "SEED_MAX",
+    "check_choice",
     "check_finite_tensor",
     "check_int",
     "check_int_fields",
@@ -25,6 +29,8 @@ __all__ = [
     "check_real_fields",
     "check_seed",
 ]
+
+T = TypeVar("T")
 
 # Largest run seed: cells mix it into 64-bit generator seeds, and numpy's legacy seeding takes 32 bits.
 SEED_MAX = 2**32 - 1
@@ -45,6 +51,15 @@ def check_int(
         bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
         raise ValueError(f"{name}: expected an integer {bounds}, got {value!r}")
     return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[T]) -> T:
+    """``value`` if it is one of ``choices`` (a ``Literal``'s values), else ``ValueError`` listing
+    them. Booleans never match an integer choice."""
+    options = tuple(choices)
+    if value in options and (not isinstance(value, bool) or any(o is value for o in options)):
+        return value
+    raise ValueError(f"{name}: expected one of {options}, got {value!r}")
 
 
 def check_seed(name: str, value: Any) -> int:

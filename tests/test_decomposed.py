@@ -8,16 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from metagrad.decomposed import (
-    CriticSpec,
-    MetaGradientSpec,
-    StageSpec,
-    exact_meta_gradient,
-    sample_meta_gradients,
-)
+from metagrad.critics import CriticSpec
+from metagrad.decomposed import MetaGradientSpec, exact_meta_gradient, sample_meta_gradients
 from metagrad.envs import random_task
 from metagrad.exact import maml_meta_gradient
 from metagrad.scoring import score
+from metagrad.staged import StageSpec
 
 LOGITS = torch.zeros(20, 5, dtype=torch.float64)
 

@@ -40,12 +40,14 @@ from metagrad.app.provenance import NO_CHECKOUT, checkout_commit, git_commit, pr
 from metagrad.app.runner import CellsFailed, run_bench
 from metagrad.app.store import ResultStore, StoreError, StoreLocked, check_output_path
 from metagrad.app.suites import get_suite
-from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
+from metagrad.critics import CriticSpec
+from metagrad.decomposed import MetaGradientSpec
 from metagrad.envs import random_task
 from metagrad.estimators import ESTIMATORS, register_estimator
 from metagrad.exact import tabular_return
 from metagrad.lola import LolaSpec
 from metagrad.scoring import score
+from metagrad.staged import StageSpec
 from metagrad.testing import check_unbiased
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,7 @@ def test_the_wheel_installs_one_top_level_package(wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/", 1)[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"metagrad"}
-    for module in ("metagrad/envs/tabular.py", "metagrad/agents/lola.py", "metagrad/app/cli.py"):
+    for module in ("metagrad/envs/tabular/engine.py", "metagrad/agents/lola.py", "metagrad/app/cli.py"):
         assert module in names
 
 

@@ -12,9 +12,10 @@ import torch
 from metagrad.agents.lola import GameConfig, LearnerConfig, play
 from metagrad.app.cli import main
 from metagrad.app.suites.ipd import IPDBenchConfig, make_ipd_cells, run_ipd_cell
-from metagrad.decomposed import CriticSpec, StageSpec
+from metagrad.critics import CriticSpec
 from metagrad.exact import ipd_values, lola_gradient, naive_gradient
 from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
+from metagrad.staged import StageSpec
 
 ALPHA = 1e-3  # family-wise false-alarm rate of each statistical test
 

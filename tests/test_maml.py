@@ -13,17 +13,12 @@ from metagrad.agents.maml import MAMLConfig, MAMLLearner, train_maml
 from metagrad.app.cli import main
 from metagrad.app.compare.maml import MAMLCompareConfig, learner_config
 from metagrad.app.perf import maml_meta_iteration_time
-from metagrad.decomposed import (
-    CriticSpec,
-    MetaGradientSpec,
-    RandomStreams,
-    StageSpec,
-    episodes_per_estimate,
-    sample_meta_gradients,
-)
+from metagrad.critics import CriticSpec
+from metagrad.decomposed import MetaGradientSpec, episodes_per_estimate, sample_meta_gradients
 from metagrad.envs.tabular import TabularTask, TaskDistribution, random_task, rollout, stack_tasks
 from metagrad.estimators import dice
 from metagrad.exact import lirpg_meta_gradient, maml_meta_gradient, post_adaptation_return, tabular_return
+from metagrad.staged import RandomStreams, StageSpec
 from metagrad.testing import central_difference, relative_error
 
 SMALL = dict(num_states=4, num_actions=3, gamma=0.9, horizon=6, dirichlet_alpha=1.0)

@@ -11,17 +11,17 @@ import dataclasses
 import pytest
 import torch
 
+from metagrad.critics import CriticSpec
 from metagrad.decomposed import (
-    MLMC,
-    CriticSpec,
     MetaGradientSpec,
-    StageSpec,
     episodes_per_estimate,
     exact_meta_gradient,
     sample_meta_gradients,
 )
 from metagrad.envs import random_task
 from metagrad.lola import LolaSpec
+from metagrad.mlmc import MLMC
+from metagrad.staged import StageSpec
 
 LOGITS = torch.zeros(4, 3, dtype=torch.float64)
 ALPHA = 1e-3  # family-wise false-alarm level

@@ -11,14 +11,9 @@ import pytest
 import torch
 
 from metagrad import estimators as E
+from metagrad.derivatives import DerivativeSpec, exact_derivatives, mixture_logits, sample_derivatives
 from metagrad.envs import policy_log_probs, rollout
 from metagrad.exact import tabular_return, tabular_values
-from metagrad.offpolicy import (
-    DerivativeSpec,
-    exact_derivatives,
-    mixture_logits,
-    sample_derivatives,
-)
 from metagrad.testing import assert_unbiased, central_difference, check_unbiased
 
 OPE = ("stepwise_is", "doubly_robust", "vtrace", "taylor1", "taylor2")

@@ -29,18 +29,19 @@ from metagrad.app.runner import longest_first, peak_memory_mib
 from metagrad.app.suite import _RUN_STATE
 from metagrad.app.suites import ipd as ipd_suite
 from metagrad.app.suites import tabular as tabular_suite
-from metagrad.decomposed import CriticSpec, MetaGradientSpec, _Sampler, critic_index
+from metagrad.critics import CriticSpec, critic_index
+from metagrad.decomposed import MetaGradientSpec, TabularSampler
 from metagrad.envs.ipd import STATE_SWAP, ipd_rollout, joint_outcome_probs
 from metagrad.envs.tabular import (
     ALIAS_MAX_CATEGORIES,
     RowSampler,
     TabularTask,
-    _dirichlet,
     alias_table,
     random_task,
     rollout,
     stack_tasks,
 )
+from metagrad.envs.tabular.task import _dirichlet
 from metagrad.exact import tabular_values
 from metagrad.scoring import _bias_terms, score
 
@@ -301,7 +302,7 @@ def test_critic_solves_once_per_distinct_parameters_and_noises_each_read_entry_o
         "lll", "loaded_dice", 8, critic=CriticSpec(kind="noisy_exact", noise=1.0)
     )
     R = 5
-    sampler = _Sampler(task, spec, R, torch.Generator().manual_seed(0), None)
+    sampler = TabularSampler(task, spec, R, torch.Generator().manual_seed(0), None)
     theta = torch.randn(30, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     shared = theta.expand(R, 30, 4).clone()
     values = sampler.exact_values(shared, None)

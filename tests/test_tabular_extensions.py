@@ -12,8 +12,8 @@ import torch
 from metagrad.app.leaderboard import setting_key
 from metagrad.app.rows import ResultRow
 from metagrad.app.suites import tabular
-from metagrad.decomposed import MLMC
-from metagrad.offpolicy import exact_derivatives
+from metagrad.derivatives import exact_derivatives
+from metagrad.mlmc import MLMC
 from tests.rowkit import row_json, synthetic_row
 
 

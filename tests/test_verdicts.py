@@ -36,17 +36,13 @@ from metagrad.app.store import ResultStore
 from metagrad.app.suite import Cell, cell_seed
 from metagrad.app.suites.ipd import IPDBenchConfig, fifo_buffer_updates, make_ipd_cells, run_ipd_cell
 from metagrad.app.suites.tabular import TabularBenchConfig, make_cells, run_cell
-from metagrad.decomposed import (
-    CriticSpec,
-    MetaGradientSpec,
-    StageSpec,
-    exact_meta_gradient,
-    expected_injected_meta_gradient,
-    sample_meta_gradients,
-)
+from metagrad.critics import CriticSpec
+from metagrad.decomposed import MetaGradientSpec, exact_meta_gradient, sample_meta_gradients
 from metagrad.envs import random_task
 from metagrad.estimators import ESTIMATORS, dice, register_estimator
+from metagrad.injected import expected_injected_meta_gradient
 from metagrad.lola import LolaSpec, exact_lola_target, sample_lola_gradients
+from metagrad.staged import StageSpec
 
 ALPHA = 1e-3  # family-wise false-alarm rate of each statistical test
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from metagrad.decomposed import StagedSpec, StageSpec, stage_cost
+from metagrad.staged import StagedSpec, StageSpec, stage_cost
 
 __all__ = [
     "InsufficientMemory",

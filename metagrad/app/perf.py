@@ -23,7 +23,8 @@ from metagrad.app.runner import peak_memory_mib
 from metagrad.app.suite import Cell
 from metagrad.app.suites.tabular import TabularBenchConfig, run_cell
 from metagrad.app.suites.tabular import _tasks as tabular_tasks
-from metagrad.decomposed import CriticSpec, MetaGradientSpec
+from metagrad.critics import CriticSpec
+from metagrad.decomposed import MetaGradientSpec
 from metagrad.envs.ipd import STATE_SWAP, IPDTrajectory, get_game, ipd_rollout
 from metagrad.envs.minatar import game_config
 from metagrad.envs.tabular import (

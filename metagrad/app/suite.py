@@ -39,8 +39,9 @@ from metagrad.app.memory import MemoryEstimate
 from metagrad.app.options import Option
 from metagrad.app.provenance import config_hash, provenance
 from metagrad.app.rows import ResultRow
-from metagrad.decomposed import CriticSpec, StageSpec
+from metagrad.critics import CriticSpec
 from metagrad.scoring import Score, score, task_metrics
+from metagrad.staged import StageSpec
 
 __all__ = [
     "ESTIMATOR_FIELDS",

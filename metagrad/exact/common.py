@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 import torch
 
-from metagrad.validation import check_int, check_real
+from metagrad.validation import check_choice, check_int, check_real
 
 __all__ = [
     "OBJECTIVES",
@@ -32,8 +32,7 @@ OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 
 
 def check_objective(objective: str) -> None:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+    check_choice("objective", objective, OBJECTIVES)
 
 
 def check_steps(

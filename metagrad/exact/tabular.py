@@ -236,7 +236,8 @@ def maml_meta_gradient(
     """Exact MAML meta-gradient ``d J(theta_K) / d theta_0`` in float64.
 
     ``theta_0 = logits``; ``theta_{k+1} = theta_k + alpha grad J(theta_k)`` exactly, so the result
-    equals ``prod_{k=K-1..0} (I + alpha H(theta_k)) grad J(theta_K)`` (BACKGROUND.md section 1).
+    equals ``prod_{k=K-1..0} (I + alpha H(theta_k)) grad J(theta_K)`` (the chain rule through the
+    K ascent steps of MAML, Finn, Abbeel & Levine, ICML 2017; ``H`` is symmetric).
 
     Args:
         task: the MDP, or a batch of N tasks (one meta-gradient per task).

@@ -25,8 +25,10 @@ from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
 from metagrad.app.plotting import curves_panel, mean_se
 from metagrad.app.progress import progress_bar
 from metagrad.app.provenance import run_metadata
-from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
+from metagrad.critics import CriticSpec
+from metagrad.decomposed import MetaGradientSpec
 from metagrad.envs.tabular import TaskDistribution
+from metagrad.staged import StageSpec
 from metagrad.validation import check_int_fields, check_seed
 
 __all__ = ["LEARNERS", "MAMLCompareConfig", "learner_config", "run_maml_compare"]

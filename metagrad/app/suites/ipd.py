@@ -64,7 +64,7 @@ from metagrad.app.suite import (
     run_state,
     scored_row,
 )
-from metagrad.decomposed import COMBINATIONS, CriticSpec, StageSpec
+from metagrad.critics import CriticSpec
 from metagrad.envs.ipd import check_gamma, get_game
 from metagrad.estimators import get_estimator
 from metagrad.lola import (
@@ -74,6 +74,7 @@ from metagrad.lola import (
     lola_variant,
     sample_lola_gradients,
 )
+from metagrad.staged import COMBINATIONS, StageSpec
 from metagrad.validation import check_int, check_real, check_seed
 
 __all__ = [

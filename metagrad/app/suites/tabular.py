@@ -74,22 +74,14 @@ from metagrad.app.plotting import human, sequence_styles, series_grid, series_pa
 from metagrad.app.provenance import config_hash
 from metagrad.app.rows import ResultRow, stage_setting
 from metagrad.app.suite import STAGED_SPEC_FIELDS, Cell, Suite, cell_seed, common_options, scored_row
+from metagrad.critics import CriticSpec
 from metagrad.decomposed import (
-    COMBINATIONS,
-    MLMC,
-    CriticSpec,
     MetaGradientSpec,
-    StageSpec,
     episodes_per_estimate,
-    exact_inner_loop,
     exact_meta_gradient,
-    expected_injected_meta_gradient,
     sample_meta_gradients,
 )
-from metagrad.envs.tabular import TabularTask, random_task
-from metagrad.estimators import get_estimator
-from metagrad.exact import Objective
-from metagrad.offpolicy import (
+from metagrad.derivatives import (
     BEHAVIOURS,
     DERIVATIVES,
     DerivativeSpec,
@@ -97,6 +89,12 @@ from metagrad.offpolicy import (
     mixture_logits,
     sample_derivatives,
 )
+from metagrad.envs.tabular import TabularTask, random_task
+from metagrad.estimators import get_estimator
+from metagrad.exact import Objective
+from metagrad.injected import expected_injected_meta_gradient, inner_loop_curvature
+from metagrad.mlmc import MLMC
+from metagrad.staged import COMBINATIONS, StageSpec
 from metagrad.validation import check_int, check_int_fields, check_real, check_seed
 
 __all__ = [
@@ -626,8 +624,8 @@ def run_cell(config: TabularBenchConfig, cell: Cell, device: str = "cpu") -> Res
         if spec.hessian_bias is not None:
             lkey = ("loop", *ekey)
             if lkey not in exact_cache:
-                exact_cache[lkey] = exact_inner_loop(task, logits.cpu(), spec)
-            expected = expected_injected_meta_gradient(task, logits.cpu(), spec, loop=exact_cache[lkey])
+                exact_cache[lkey] = inner_loop_curvature(task, logits.cpu(), spec)
+            expected = expected_injected_meta_gradient(task, logits.cpu(), spec, curvature=exact_cache[lkey])
             predicted.append(((expected.reshape(-1) - exact[-1]) ** 2).sum())
         samples.append(
             sample_meta_gradients(task, logits, spec, repeats, generator=gen, eta=eta)

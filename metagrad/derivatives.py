@@ -5,7 +5,7 @@ Tang, Kozuno, Rowland, Munos & Valko (NeurIPS 2021, arXiv 2106.13125): any diffe
 off-policy evaluation ``V_hat(pi; episodes of mu)`` of ``J(pi)`` is a gradient and Hessian
 estimator, by autodiff at ``pi`` (the OPE family of :mod:`metagrad.estimators`: ``stepwise_is``,
 ``doubly_robust``, ``vtrace``, ``taylor1``, ``taylor2``; any registered estimator works). Their toy
-protocol (BACKGROUND.md section 7): behaviour ``mu`` uniform, target
+experiment (the tabular study of their experiments section): behaviour ``mu`` uniform, target
 ``pi = eps * (a deterministic policy) + (1 - eps) * uniform`` (:func:`mixture_logits`), critic
 ``V^mu + noise * N(0, 1) * ||V^mu|| / |S|`` fresh per estimate, episodes of ``T`` steps
 bootstrapped with the critic at ``s_T``.
@@ -24,11 +24,12 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from metagrad.decomposed import CriticSpec, critic_values
+from metagrad.critics import CriticSpec, critic_values
 from metagrad.envs.tabular import TabularTask, policy_log_probs, rollout
 from metagrad.estimators import get_estimator, stop_gradient
 from metagrad.exact import OBJECTIVES, Objective, tabular_return, tabular_values
-from metagrad.validation import check_int, check_real
+from metagrad.staged import mean_surrogate
+from metagrad.validation import check_choice, check_int, check_real
 
 __all__ = [
     "BEHAVIOURS",
@@ -100,14 +101,11 @@ class DerivativeSpec:
     def __post_init__(self) -> None:
         info = get_estimator(self.estimator)
         check_int("n", self.n)
-        if self.derivative not in DERIVATIVES:
-            raise ValueError(f"derivative: expected one of {DERIVATIVES}, got {self.derivative!r}")
-        if self.behaviour not in BEHAVIOURS:
-            raise ValueError(f"behaviour: expected one of {BEHAVIOURS}, got {self.behaviour!r}")
+        check_choice("derivative", self.derivative, DERIVATIVES)
+        check_choice("behaviour", self.behaviour, BEHAVIOURS)
         if not isinstance(self.critic, CriticSpec) or self.critic.kind == "learned":
             raise ValueError("critic: expected a CriticSpec of kind 'noisy_exact' or 'zero'")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        check_choice("objective", self.objective, OBJECTIVES)
         params = tuple(sorted(dict(self.params).items()))
         unknown = sorted({name for name, _ in params} - set(info.params))
         if unknown:
@@ -170,17 +168,18 @@ def sample_derivatives(
         values = bootstrap = None
         if info.uses_critic:
             values, bootstrap = critic_values(table, traj.states, traj.final_states, spec.objective)
-        surrogate = info.fn(
+        surrogate = mean_surrogate(
+            spec.estimator,
             policy_log_probs(theta, traj.states, traj.actions),
             traj.rewards,
             traj.discounts,
             behaviour_log_probs=traj.behaviour_log_probs,
             values=values,
             bootstrap_value=bootstrap,
-            **dict(spec.params),
+            params=dict(spec.params),
         )
         hessian = spec.derivative == "hessian"
-        (grad,) = torch.autograd.grad(surrogate.mean(0).sum(), theta, create_graph=hessian)
+        (grad,) = torch.autograd.grad(surrogate.sum(), theta, create_graph=hessian)
         if not hessian:
             return grad.detach().reshape(repeats, D)
         rows = _hessian_rows(grad.reshape(repeats, D), theta)  # [D, R, S, A]
@@ -203,8 +202,7 @@ def exact_derivatives(
     task: TabularTask, logits: torch.Tensor, derivative: Derivative, objective: Objective = "finite"
 ) -> torch.Tensor:
     """The exact float64 gradient ``[S * A]`` or Hessian ``[S * A, S * A]`` of ``J`` at ``logits``."""
-    if derivative not in DERIVATIVES:
-        raise ValueError(f"derivative: expected one of {DERIVATIVES}, got {derivative!r}")
+    check_choice("derivative", derivative, DERIVATIVES)
     D = task.num_states * task.num_actions
     with torch.enable_grad():
         theta = stop_gradient(logits).to(torch.float64).clone().requires_grad_(True)
