@@ -27,64 +27,18 @@ one up by name, :func:`register_estimator` adds a user's own, as a call or a dec
 
 from __future__ import annotations
 
-from metagrad.estimators.core import (
-    advantages,
-    check_trajectory_inputs,
-    cumulative_discounts,
-    discounted_returns,
-    log_ratios,
-    magic_box,
-    stop_gradient,
-)
-from metagrad.estimators.facts import (
-    ESTIMATORS,
-    FAMILIES,
-    Estimator,
-    EstimatorInfo,
-    UnbiasedOrders,
-    get_estimator,
-    register_estimator,
-)
+from metagrad.estimators.core import *  # noqa: F403
+from metagrad.estimators.facts import *  # noqa: F403
 
-# Registration order is listing order: the score-function family first.
-from metagrad.estimators.score_function import (
-    dice,
-    dice_baseline,
-    loaded_dice,
-    lvc,
-    off_policy_dice,
-    per_step_is,
-    pg,
-)
+# Each estimator module lists its estimators in its own ``__all__``: a new built-in estimator is a
+# decorated function in its module (and that module's ``__all__``), nothing here. Registration
+# order is listing order: the score-function family first.
+from metagrad.estimators.score_function import *  # noqa: F403
 
 # isort: split
-from metagrad.estimators.ope import doubly_robust, stepwise_is, taylor1, taylor2, vtrace
+from metagrad.estimators.ope import *  # noqa: F403
 
-__all__ = [
-    "ESTIMATORS",
-    "FAMILIES",
-    "Estimator",
-    "EstimatorInfo",
-    "UnbiasedOrders",
-    "advantages",
-    "check_trajectory_inputs",
-    "cumulative_discounts",
-    "dice",
-    "dice_baseline",
-    "discounted_returns",
-    "doubly_robust",
-    "get_estimator",
-    "loaded_dice",
-    "log_ratios",
-    "lvc",
-    "magic_box",
-    "off_policy_dice",
-    "per_step_is",
-    "pg",
-    "register_estimator",
-    "stepwise_is",
-    "stop_gradient",
-    "taylor1",
-    "taylor2",
-    "vtrace",
-]
+# isort: split
+from metagrad.estimators import core, facts, ope, score_function  # the modules, for __all__
+
+__all__ = [*core.__all__, *facts.__all__, *score_function.__all__, *ope.__all__]
