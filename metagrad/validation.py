@@ -4,7 +4,9 @@ The bottom of the library: it imports nothing from ``metagrad``. Every failure r
 ``ValueError`` naming the argument, in one of two formats:
 
 * ``"<name>: expected an integer >= <minimum>, got <value>"`` (:func:`check_int`);
-* ``"<name>: expected a finite number <range>, got <value>"`` (:func:`check_real`).
+* ``"<name>: expected a finite number <range>, got <value>"`` (:func:`check_real`);
+* ``"<name>: unknown <value>; known: <choices>"`` (:func:`check_choice`, for a name from a fixed
+  set; the registries of :mod:`metagrad.registry` word their unknown names the same way).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 __all__ = [
     "SEED_MAX",
+    "check_choice",
     "check_finite_tensor",
     "check_int",
     "check_int_fields",
@@ -110,3 +113,20 @@ def check_finite_tensor(name: str, x: Any) -> torch.Tensor:
         if not torch.isfinite(x.detach()).all():
             raise ValueError(f"{name}: contains NaN or infinite entries")
     return x
+
+
+def check_choice(name: str, value: Any, known: Iterable[Any], *, what: str = "", where: str = "") -> Any:
+    """``value`` if it is one of ``known`` (for a tuple, list or set: if every member is), else
+    ``ValueError``: ``"<name>: unknown [<what> ]<value>[ for <where>]; known: <choices>"`` (the
+    unknown members of a collection, as a list)."""
+    choices = tuple(known)
+    if isinstance(value, (tuple, list, set, frozenset)):
+        unknown = [v for v in value if v not in choices]
+        shown = repr(sorted(unknown, key=str)) if unknown else ""
+    else:
+        shown = "" if value in choices else repr(value)
+    if shown:
+        words = " ".join(part for part in ("unknown", what, shown) if part)
+        place = f" for {where}" if where else ""
+        raise ValueError(f"{name}: {words}{place}; known: {', '.join(repr(c) for c in choices)}")
+    return value

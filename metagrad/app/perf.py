@@ -1,4 +1,5 @@
-"""Throughput benchmarks (run by ``metagrad perf``; never a timed test)."""
+"""Throughput benchmarks (run by ``metagrad perf``, :mod:`metagrad.app.cli.perf`; never a timed
+test)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ from metagrad.agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, it
 from metagrad.agents.maml import MAMLConfig, MAMLLearner
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
 from metagrad.app.compare.atari import make_sb3_agent, sb3_vec_env
-from metagrad.app.runner import peak_memory_mib
+from metagrad.app.running.runner import peak_memory_mib
 from metagrad.app.suite import Cell
-from metagrad.app.suites.tabular import TabularBenchConfig, run_cell
-from metagrad.app.suites.tabular import _tasks as tabular_tasks
+from metagrad.app.suites.tabular import TabularBenchConfig, cached_tasks, run_cell
 from metagrad.decomposed import CriticSpec, MetaGradientSpec
 from metagrad.envs.ipd import STATE_SWAP, IPDTrajectory, get_game, ipd_rollout
 from metagrad.envs.minatar import game_config
@@ -34,7 +34,7 @@ from metagrad.envs.tabular import (
     random_task,
     rollout,
 )
-from metagrad.validation import check_int
+from metagrad.validation import check_choice, check_int
 
 __all__ = [
     "TRAINING_AGENTS",
@@ -507,6 +507,7 @@ def _ceiling_job(
     job: str, num_episodes: int, device: str, seed: int
 ) -> tuple[Callable[[], object], Callable[[], object], int]:
     """``(engine call, reference call, env steps per call)`` of one ceiling job."""
+    check_choice("jobs", job, ("tabular_float32", "tabular_float64", "ipd"), what="job")
     gen = torch.Generator(device=device).manual_seed(seed)
     if job in ("tabular_float32", "tabular_float64"):
         task = random_task()
@@ -520,18 +521,16 @@ def _ceiling_job(
             functools.partial(reference_tabular_rollout, task, logits, num_episodes, tables, generator=gen),
             num_episodes * task.horizon,
         )
-    if job == "ipd":
-        init = torch.Generator().manual_seed(seed)
-        theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
-        theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
-        return (
-            torch.no_grad()(functools.partial(ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)),
-            torch.no_grad()(
-                functools.partial(reference_ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)
-            ),
-            num_episodes * 100,
-        )
-    raise ValueError(f"jobs: unknown job {job!r}; known: tabular_float32, tabular_float64, ipd")
+    init = torch.Generator().manual_seed(seed)  # the ipd job
+    theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+    theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+    return (
+        torch.no_grad()(functools.partial(ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)),
+        torch.no_grad()(
+            functools.partial(reference_ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)
+        ),
+        num_episodes * 100,
+    )
 
 
 def ceiling_ratios(
@@ -602,9 +601,9 @@ def large_s_cell_time(
     spec = MetaGradientSpec.from_combination(
         combination, estimator, n, inner_steps=1, inner_lr=config.inner_lr, objective="finite", critic=critic
     )
-    cell = Cell("decomposition", estimator, spec, n)
+    cell = Cell("decomposition", estimator, spec, n).bind(config)
     start = time.perf_counter()
-    tabular_tasks(config)  # the run's tasks, drawn once per process (cached for run_cell)
+    cached_tasks(config)  # the run's tasks, drawn once per process (cached for run_cell)
     tasks_s = time.perf_counter() - start
     cpu = time.process_time()
     row = run_cell(config, cell, device)

@@ -20,14 +20,15 @@ from typing import Any
 
 from metagrad.agents.maml import MAMLConfig, train_maml
 from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.judging.statistics import mean_se
 from metagrad.app.options import Option
-from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
-from metagrad.app.plotting import curves_panel, mean_se
-from metagrad.app.progress import progress_bar
-from metagrad.app.provenance import run_metadata
+from metagrad.app.presenting.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.presenting.plotting import curves_panel
+from metagrad.app.running.progress import progress_bar
+from metagrad.app.running.provenance import run_metadata
 from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.envs.tabular import TaskDistribution
-from metagrad.validation import check_int_fields, check_seed
+from metagrad.validation import check_choice, check_int_fields, check_seed
 
 __all__ = ["LEARNERS", "MAMLCompareConfig", "learner_config", "run_maml_compare"]
 
@@ -92,9 +93,9 @@ class MAMLCompareConfig:
     learn_intrinsic_reward: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.learners if name not in LEARNERS]
-        if unknown or not self.learners:
-            raise ValueError(f"learners: unknown {unknown}; known: {sorted(LEARNERS)}")
+        check_choice("learners", self.learners, LEARNERS)
+        if not self.learners:
+            raise ValueError("learners: give at least one learner")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         for seed in self.seeds:
@@ -125,8 +126,7 @@ class MAMLCompareConfig:
 
 def learner_config(config: MAMLCompareConfig, name: str) -> MAMLConfig:
     """The :class:`~metagrad.agents.maml.MAMLConfig` of learner ``name`` under ``config``."""
-    if name not in LEARNERS:
-        raise ValueError(f"learner: unknown {name!r}; known: {sorted(LEARNERS)}")
+    check_choice("learner", name, LEARNERS)
     build, exact = LEARNERS[name]
     return MAMLConfig(
         spec=build(config),

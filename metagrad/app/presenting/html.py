@@ -18,7 +18,7 @@ from pathlib import Path
 
 import markdown
 
-from metagrad.app.outputs import write_text_atomic
+from metagrad.app.presenting.outputs import write_text_atomic
 
 __all__ = ["render_html", "write_html"]
 

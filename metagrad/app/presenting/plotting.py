@@ -1,10 +1,7 @@
-"""Shared matplotlib helpers of the benches and comparisons: one palette, one set of human names,
-honest log axes, theory lines, captions, PDF + PNG.
+"""Shared matplotlib helpers of the benches and comparisons: honest log axes, theory lines,
+captions, PDF + PNG, in the one palette and with the human names of
+:mod:`metagrad.app.presenting.names`.
 
-* :data:`PALETTE` gives every estimator one colour and one marker in every figure (defined once
-  here; unknown names get a fixed fallback from their text, so they too keep their colour).
-* :func:`human` maps code names (``sweep_n``, ``bias_debiased``, ``lee``, ``loaded_dice``) to the
-  words a figure shows.
 * :func:`series_panel` / :func:`series_grid` draw result rows against a setting field. On a log
   y axis a point whose interval reaches 0 (or whose value is 0) is never dropped: it is drawn as an
   open down-triangle at its interval's upper end (an upper bound; at the bottom edge where even
@@ -17,15 +14,14 @@ honest log axes, theory lines, captions, PDF + PNG.
   ``<name>.caption.md``, which the report prints next to the figure.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, no pyplot state, no
-display needed) and saved atomically (:mod:`metagrad.app.outputs`).
+display needed) and saved atomically (:mod:`metagrad.app.presenting.outputs`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,136 +31,24 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
 
-from metagrad.app.claims import power_law_exponent
-from metagrad.app.outputs import write_bytes_atomic, write_text_atomic
-from metagrad.app.rows import METRIC_FIELDS, ResultRow
-from metagrad.estimators import ESTIMATORS
+from metagrad.app.judging.statistics import power_law_exponent, standard_error
+from metagrad.app.presenting.names import COLORS, PALETTE, Style, human
+from metagrad.app.presenting.outputs import write_bytes_atomic, write_text_atomic
+from metagrad.app.running.rows import METRIC_FIELDS, ResultRow
 
 __all__ = [
     "DPI",
-    "HUMAN_NAMES",
-    "PALETTE",
-    "Palette",
-    "Style",
     "caption_path",
     "curves_panel",
-    "human",
-    "mean_se",
     "new_figure",
     "rows_caption",
     "save_figure",
-    "sequence_styles",
     "series_grid",
     "series_panel",
 ]
 
 DPI = 200
 _BOUNDED = frozenset({"corr", "cosine_of_mean"})
-
-
-@dataclass(frozen=True)
-class Style:
-    """How one estimator is drawn in every figure."""
-
-    color: str
-    marker: str
-
-
-# Colour-blind-safe (Okabe-Ito, then Tol's bright) colours: the fallback cycle for series that are
-# not registered estimators (their colour and marker are facts of the estimator registry).
-_COLORS = (
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-    "#882255", "#117733", "#999933", "#AA4499", "#44AA99", "#332288", "#888888",
-)  # fmt: skip
-_MARKERS = ("o", "s", "D", "^", "P", "X", "*", "h", "p", "<", ">", "d", "H", "8")
-# Series that are not estimators but are drawn beside them.
-_OTHER_STYLES = {"exact": Style("#332288", "H"), "mlmc": Style("#888888", "8")}
-
-
-def _fallback(name: str) -> Style:
-    """A fixed style from the name's text (stable across runs)."""
-    i = int(hashlib.sha256(name.encode()).hexdigest(), 16)
-    return Style(_COLORS[i % len(_COLORS)], _MARKERS[(i // 7) % len(_MARKERS)])
-
-
-class Palette(Mapping[str, Style]):
-    """Estimator name -> :class:`Style`; the same object serves every figure (:data:`PALETTE`).
-
-    A registered estimator is drawn in the colour and marker its registration states
-    (:class:`~metagrad.estimators.EstimatorInfo`); other names get a fixed fallback from their text.
-    """
-
-    def __getitem__(self, name: str) -> Style:
-        if name in _OTHER_STYLES:
-            return _OTHER_STYLES[name]
-        info = ESTIMATORS.get(name)
-        fallback = _fallback(name)
-        if info is None:
-            return fallback
-        return Style(info.color or fallback.color, info.marker or fallback.marker)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter((*ESTIMATORS, *_OTHER_STYLES))
-
-    def __len__(self) -> int:
-        return len(ESTIMATORS) + len(_OTHER_STYLES)
-
-
-PALETTE = Palette()
-
-
-def sequence_styles(labels: Iterable[str]) -> dict[str, Style]:
-    """Styles for series that are not estimators (e.g. values of K), in order."""
-    return {
-        label: Style(_COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)]) for i, label in enumerate(labels)
-    }
-
-
-HUMAN_NAMES: dict[str, str] = {
-    # series drawn beside the registered estimators (whose labels are registry facts)
-    "exact": "exact",
-    "lola_dice": "LOLA-DiCE",
-    "lola_lvc": "LOLA-LVC",
-    "off_policy_lola_dice": "off-policy LOLA-DiCE",
-    "mlmc": "MLMC",
-    # metrics
-    "corr": "correlation with the exact gradient",
-    "bias_debiased": "debiased bias ||E[g] - exact||",
-    "bias_sq_debiased": "debiased squared bias",
-    "mse": "mean squared error",
-    "relative_bias": "relative bias (bias / ||exact||)",
-    "episodes_per_estimate": "(expected) episodes per estimate",
-    # experiments
-    "decomposition": "Bias decomposition by stage",
-    "sweep_n": "Compositional bias vs inner sample size",
-    "sweep_k": "Compositional bias vs inner steps",
-    "sweep_alpha": "Compositional bias vs inner step size",
-    "sweep_lr": "Bias vs lookahead step size",
-    "sweep_steps": "Bias vs lookahead steps",
-    "hessian_bias": "Injected Hessian bias",
-    "hessian_bias_k": "Injected Hessian bias, K = 1..6",
-    "lirpg": "LIRPG: intrinsic-reward meta-gradient",
-    "sweep_states": "Bias vs number of states",
-    "mlmc_bias": "MLMC inner stage: bias vs cost",
-    "off_policy": "Off-policy LOLA",
-    # stage combinations (inner, Hessian, outer; e exact, l sampled)
-    "eel": "outer sampled (eel)",
-    "ele": "Hessian sampled (ele)",
-    "lee": "inner sampled (lee)",
-    "ell": "Hessian + outer sampled (ell)",
-    "lel": "inner + outer sampled (lel)",
-    "lle": "inner + Hessian sampled (lle)",
-    "lll": "all stages sampled (lll)",
-}
-
-
-def human(name: object) -> str:
-    """The words a figure shows for a code name (the name itself where none is defined)."""
-    text = str(name)
-    if text in HUMAN_NAMES:
-        return HUMAN_NAMES[text]
-    info = ESTIMATORS.get(text)
-    return info.label if info is not None else text
 
 
 def caption_path(png: str | Path) -> Path:
@@ -566,14 +450,6 @@ def save_figure(
     return path
 
 
-def mean_se(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (nan s.e. for fewer than two values)."""
-    v = np.asarray(list(values), dtype=float)
-    if v.size < 2:
-        return float(v.mean()) if v.size else float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
-
-
 def curves_panel(
     path: str | Path,
     curves: dict[str, tuple[list[float], list[list[float]]]],
@@ -591,8 +467,8 @@ def curves_panel(
     for i, (label, (x, runs)) in enumerate(curves.items()):
         y = np.asarray(runs, dtype=float)
         mean = y.mean(0)
-        se = y.std(0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros_like(mean)
-        color = _COLORS[i % len(_COLORS)]
+        se = standard_error(y) if len(y) > 1 else np.zeros_like(mean)
+        color = COLORS[i % len(COLORS)]
         ax.plot(x, mean, label=label, color=color)
         ax.fill_between(x, mean - se, mean + se, alpha=0.2, color=color)
     for label, y in (hlines or {}).items():

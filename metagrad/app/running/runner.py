@@ -2,7 +2,7 @@
 
 :func:`run_bench` lists the cells of one or more runs, checks the store path and the memory the
 cells need, takes the store's lock, skips the cells already stored, executes the rest on a
-backend (:mod:`metagrad.app.backends`) and appends each row to the store as soon as it arrives.
+backend (:mod:`metagrad.app.running.backends`) and appends each row to the store as soon as it arrives.
 :func:`score_tasks` recomputes given cells without storing them.
 
 A cell that fails (it raised, or its metrics are not finite) is reported by name and never
@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from metagrad.app.backends import BACKENDS, CellFailure, Task, cell_label, execute, import_plugins
-from metagrad.app.memory import MemoryEstimate, check_memory
-from metagrad.app.progress import progress_bar
-from metagrad.app.provenance import code_version, git_commit
-from metagrad.app.rows import ResultRow
-from metagrad.app.store import ResultStore, check_store_path
+from metagrad.app.running.backends import BACKENDS, CellFailure, Task, cell_label, execute, import_plugins
+from metagrad.app.running.memory import MemoryEstimate, check_memory
+from metagrad.app.running.progress import progress_bar
+from metagrad.app.running.provenance import code_version, git_commit
+from metagrad.app.running.rows import ResultRow
+from metagrad.app.running.store import ResultStore, check_store_path
 from metagrad.app.suite import Cell
 from metagrad.app.suites import get_suite
-from metagrad.validation import check_int
+from metagrad.validation import check_choice, check_int
 
 __all__ = [
     "BenchInterrupted",
@@ -101,19 +101,17 @@ def run_bench(
     keyed by ``(suite, preset)``; raises :class:`CellsFailed` (with those results) when cells
     failed and :class:`BenchInterrupted` on Ctrl-C / SIGTERM.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     check_int("workers", workers, 1)
     git_commit()  # the commit of the code this run loaded, not of a later commit made during the run
     plugins = import_plugins(plugins)
-    listed: list[tuple[str, Any, list[Cell], list[str]]] = []
-    for suite, config in runs:
-        cells = get_suite(suite).make_cells(config)
-        listed.append((suite, config, cells, [cell.key(config) for cell in cells]))
+    listed: list[tuple[str, Any, list[Cell]]] = [
+        (suite, config, get_suite(suite).make_cells(config)) for suite, config in runs
+    ]
     every: dict[str, Task] = {}
-    for suite, config, cells, keys in listed:
-        for cell, key in zip(cells, keys, strict=True):
-            every.setdefault(key, (suite, config, cell))
+    for suite, config, cells in listed:
+        for cell in cells:
+            every.setdefault(cell.key, (suite, config, cell))
 
     result_store = ResultStore(store)
     check_store_path(result_store.path, cells=len(every))
@@ -178,8 +176,10 @@ def run_bench(
         f"{workers_peak:.0f} MiB in the largest child process (the pool's workers)"
     )
     results: RunResults = {}
-    for suite, config, _, keys in listed:  # runs of several seeds of one preset share a key
-        results.setdefault((suite, config.preset), []).extend(stored[key] for key in keys if key in stored)
+    for suite, config, cells in listed:  # runs of several seeds of one preset share a key
+        results.setdefault((suite, config.preset), []).extend(
+            stored[cell.key] for cell in cells if cell.key in stored
+        )
     if failures:
         raise CellsFailed(failures, results)
     return results
@@ -245,7 +245,7 @@ def score_tasks(
             else:
                 by_key[result.cell_id] = result
             bar.update(1)
-    rows = [by_key[key] for key in (cell.key(config) for _, config, cell in tasks) if key in by_key]
+    rows = [by_key[cell.key] for _, _, cell in tasks if cell.key in by_key]
     if failures:
         raise CellsFailed(failures, rows)
     return rows

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metagrad.app.rows import ResultRow
-from metagrad.app.runner import CellsFailed, cell_from_row, score_tasks
-from metagrad.app.store import ResultStore, check_store_path
+from metagrad.app.running.rows import ResultRow
+from metagrad.app.running.runner import CellsFailed, cell_from_row, score_tasks
+from metagrad.app.running.store import ResultStore, check_store_path
 from metagrad.validation import check_real
 
 __all__ = ["CHECKED_METRICS", "Movement", "check_against"]

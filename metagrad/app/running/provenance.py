@@ -8,8 +8,6 @@ otherwise: an installed copy inside a user's git repository never records the us
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import platform
 import re
 import subprocess
@@ -18,13 +16,12 @@ from pathlib import Path
 
 import torch
 
-from metagrad.app.rows import Provenance
+from metagrad.app.running.rows import Provenance
 
 __all__ = [
     "NO_CHECKOUT",
     "checkout_commit",
     "code_version",
-    "config_hash",
     "git_commit",
     "package_versions",
     "provenance",
@@ -41,12 +38,6 @@ _PACKAGES = (
     "pettingzoo",
     "matplotlib",
 )
-
-
-def config_hash(payload: object) -> str:
-    """A stable 16-hex-digit hash of a JSON-able config (keys sorted; non-JSON values as str)."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=1)

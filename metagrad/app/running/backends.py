@@ -43,10 +43,11 @@ from typing import Any
 
 import torch
 
-from metagrad.app.provenance import git_commit
-from metagrad.app.rows import ResultRow
+from metagrad.app.running.provenance import git_commit
+from metagrad.app.running.rows import ResultRow
 from metagrad.app.suite import Cell, install_run_state
 from metagrad.app.suites import get_suite
+from metagrad.validation import check_choice
 
 __all__ = [
     "BACKENDS",
@@ -256,13 +257,11 @@ def run_task(
     if state:
         install_run_state(state)
     try:
-        return get_suite(suite).score_cell(config, cell, device)
+        return get_suite(suite).run_cell(config, cell, device)
     except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         where = f"{Path(frame.filename).name}:{frame.lineno}"
-        return CellFailure(
-            cell.key(config), cell_label(suite, cell), f"{type(exc).__name__}: {exc} (at {where})"
-        )
+        return CellFailure(cell.key, cell_label(suite, cell), f"{type(exc).__name__}: {exc} (at {where})")
 
 
 def prepare_states(tasks: list[Task]) -> dict[tuple[str, Any], dict[Any, Any]]:
@@ -285,8 +284,7 @@ def execute(
     plugins: tuple[str, ...],
 ) -> Iterator[ResultRow | CellFailure]:
     """Rows (or failures) of ``tasks`` in completion order (tasks are started in the order given)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if not tasks:
         return
     plugins = import_plugins(plugins)

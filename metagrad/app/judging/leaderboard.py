@@ -5,7 +5,7 @@ A *setting* is what a suite declares in ``Suite.setting_fields`` (with bench, pr
 and run seed): everything about a cell that is not the estimator itself. Every estimator of a
 setting saw the same tasks, trajectories and critic noise (common random numbers), so two of
 them are compared by the mean over tasks of their per-task differences, with a bootstrap CI over
-tasks (:mod:`metagrad.app.paired`). An estimator's rank is 1 + the number of estimators it is
+tasks (:mod:`metagrad.app.judging.paired`). An estimator's rank is 1 + the number of estimators it is
 *resolved* worse than (the CI of the paired difference lies above 0): estimators that cannot be
 told apart share a rank (the table says so), and within a shared rank the estimator with the
 smaller upper CI end comes first, so an unresolved zero never ranks above a resolved small value.
@@ -14,7 +14,7 @@ The overview pools settings by the stage an estimator is used in (a three-letter
 with one sampled stage: ``lee`` the inner loop, ``ele`` the Hessian, ``eel`` the outer gradient)
 and over every setting: per estimator, the probability that it has the lower per-task metric than
 the other estimators of the same setting (ties 1/2), averaged over settings, with a stratified
-bootstrap CI over the tasks of each setting (:func:`metagrad.app.paired.stratified_improvement`,
+bootstrap CI over the tasks of each setting (:func:`metagrad.app.judging.paired.stratified_improvement`,
 in the manner of rliable's probability of improvement).
 """
 
@@ -26,24 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
-from metagrad.app.outputs import write_text_atomic
-from metagrad.app.paired import (
-    Interval,
+from metagrad.app.judging.paired import (
     PairedDifference,
     has_task_values,
     paired_difference,
     stratified_improvement,
-    task_bootstrap,
     task_values,
 )
-from metagrad.app.rows import ResultRow
+from metagrad.app.judging.statistics import Interval, standard_error, task_bootstrap
+from metagrad.app.presenting.outputs import write_text_atomic
+from metagrad.app.presenting.tables import format_number, plus_minus
+from metagrad.app.running.rows import ResultRow
 from metagrad.app.suites import SUITES
 
 __all__ = [
     "RANKED_METRICS",
     "STAGE_SCOPES",
     "ScopeEntry",
-    "format_number",
     "overview",
     "overview_lines",
     "paired_ranks",
@@ -68,20 +67,6 @@ STAGE_SCOPES: dict[str, str | None] = {
     "Whole suite (every setting with two or more estimators)": None,
 }
 _LEADERBOARD_RESAMPLES = 1000
-
-
-def format_number(value: float, spec: str = ".4g", missing: str = "n/a") -> str:
-    """``value`` in ``spec``, or ``missing`` where it is not a finite number (never ``nan``)."""
-    if value is None or not math.isfinite(value):
-        return missing
-    return f"{value:{spec}}"
-
-
-def _pm(value: float, se: float, spec: str = ".4g") -> str:
-    """``value ± se``; ``n/a`` for a non-finite value, the value alone for a non-finite s.e."""
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{value:{spec}}" + (f" ± {se:.2g}" if math.isfinite(se) else "")
 
 
 def setting_key(row: ResultRow) -> SettingKey:
@@ -228,11 +213,10 @@ def _setting_tables(group: list[ResultRow]) -> list[str]:
         for rank, r, note in ranked:
             m = r.metrics
             if metric == "bias_sq_debiased":
-                cols = _pm(m.corr, m.corr_se, ".3f")
+                cols = plus_minus(m.corr, m.corr_se, ".3f")
             else:
-                cols = (
-                    f"{_pm(r.mse_x_episodes, r.mse_x_episodes_se)} | {format_number(r.episodes_per_estimate)}"
-                )
+                cost = plus_minus(r.mse_x_episodes, r.mse_x_episodes_se)
+                cols = f"{cost} | {format_number(r.episodes_per_estimate)}"
             lines.append(
                 f"| {rank} | {_label(r)} | {_interval_text(_mean_ci(r, metric))} | {note} | {cols} |"
             )
@@ -264,7 +248,7 @@ def overview(
     """The estimators of the settings of one scope (``combination``: only settings with that
     combination; None: every setting), ranked by the probability of the lower ``metrics[0]``.
 
-    Per estimator and metric: :func:`~metagrad.app.paired.stratified_improvement` against the
+    Per estimator and metric: :func:`~metagrad.app.judging.paired.stratified_improvement` against the
     other estimators of each setting it was scored in. Rank: 1 + the number of estimators whose
     pooled pairwise probability of the lower ``metrics[0]`` than it has its CI above 1/2 (resolved
     better); equal ranks are ties. Cost: mean episodes per estimate over its settings, and the mean
@@ -304,7 +288,7 @@ def overview(
                 len(mine),
                 float(np.mean([r.episodes_per_estimate for r in mine])),
                 float(cost.mean()),
-                float(cost.std(ddof=1) / math.sqrt(cost.size)) if cost.size > 1 else math.nan,
+                float(standard_error(cost)) if cost.size > 1 else math.nan,
             )
         )
     return sorted(entries, key=lambda e: (e.rank, -e.improvement.get(primary, Interval(0, 0, 0)).estimate))
@@ -322,7 +306,7 @@ def _overview_table(entries: list[ScopeEntry], metrics: tuple[str, ...]) -> list
         cells = [_interval_text(e.improvement[m], ".2f") if m in e.improvement else "n/a" for m in metrics]
         lines.append(
             f"| {e.rank} | {e.estimator} | " + " | ".join(cells) + f" | {e.settings} | "
-            f"{format_number(e.episodes)} | {_pm(e.mse_x_episodes, e.mse_x_episodes_se)} |"
+            f"{format_number(e.episodes)} | {plus_minus(e.mse_x_episodes, e.mse_x_episodes_se)} |"
         )
     return [*lines, "", _ties([(e.rank, e.estimator) for e in entries]), ""]
 

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metagrad.app.outputs import write_bytes_atomic
-from metagrad.app.rows import ResultRow, RowError
+from metagrad.app.presenting.outputs import write_bytes_atomic
+from metagrad.app.running.rows import ResultRow, RowError
 
 try:  # POSIX; elsewhere the store runs without a lock
     import fcntl

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metagrad.app.claims import FAIL, Claim
-from metagrad.app.html import write_html
-from metagrad.app.leaderboard import overview_lines, write_leaderboard
-from metagrad.app.outputs import write_text_atomic
-from metagrad.app.plotting import caption_path, rows_caption
-from metagrad.app.rows import ResultRow
-from metagrad.app.runner import RunResults
+from metagrad.app.judging.claims import FAIL, Claim
+from metagrad.app.judging.leaderboard import overview_lines, write_leaderboard
+from metagrad.app.presenting.html import write_html
+from metagrad.app.presenting.outputs import write_text_atomic
+from metagrad.app.presenting.plotting import caption_path, rows_caption
+from metagrad.app.running.rows import ResultRow
+from metagrad.app.running.runner import RunResults
 from metagrad.app.suites import SUITES
 
 __all__ = [
@@ -166,7 +166,7 @@ def write_suite_outputs(suite: str, rows: list[ResultRow], folder: str | Path, s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wall = sum(r.wall_s for r in rows)
-    plots = s.write_plots(rows, folder, stem)
+    plots = s.write_figures(rows, folder, stem)
     summary = s.write_summary(rows, folder / f"{stem}_summary.md", wall)
     return [*plots, summary]
 
@@ -208,7 +208,7 @@ def write_outputs(
     """Per-run plots and summaries (``SUITE_PRESET_*``, ``SUITE_PRESET_seedS_*`` for a run seed
     other than the first), then ``leaderboard.md`` and ``report.md`` over all the rows,
     ``seed_table.md`` when the rows hold several run seeds (``seeds``: only those), and
-    ``report.html``, all of it on one self-contained page (:mod:`metagrad.app.html`); every name
+    ``report.html``, all of it on one self-contained page (:mod:`metagrad.app.presenting.html`); every name
     starts with ``prefix`` (:func:`output_prefix` of the store)."""
     folder = Path(folder)
     plots: list[Path] = []
