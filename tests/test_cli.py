@@ -39,7 +39,7 @@ def test_quick_bench_writes_rows_plots_summary(tmp_path, capsys):
                 "tabular",
                 "--preset",
                 "quick",
-                "--out",
+                "--store",
                 str(out),
                 "--no-progress",
                 "--num-tasks",
@@ -105,8 +105,8 @@ def test_bench_is_reproducible(tmp_path):
         "--experiments",
         "decomposition",
     ]
-    main([*args, "--out", str(tmp_path / "a.jsonl")])
-    main([*args, "--out", str(tmp_path / "b.jsonl")])
+    main([*args, "--store", str(tmp_path / "a.jsonl")])
+    main([*args, "--store", str(tmp_path / "b.jsonl")])
     # the store holds rows in completion order (parallel workers): compare by cell
     a = {r["cell_id"]: r for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())}
     b = {r["cell_id"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
@@ -129,12 +129,12 @@ def test_bench_is_reproducible(tmp_path):
 )
 def test_bad_bench_arguments_fail_before_running(args, match):
     with pytest.raises(SystemExit, match=match):
-        main([*args, "--no-progress", "--out", "/nonexistent/dir/x.jsonl"])
+        main([*args, "--no-progress", "--store", "/nonexistent/dir/x.jsonl"])
 
 
 def test_liu2022_is_the_official_protocol():
     """Every family of Theoretical-GMRL's tabular/maml/run_*.sh and tabular/lirpg/run_step.sh at its
-    own settings (BACKGROUND.md section 4)."""
+    own settings (README, "The `liu2022` preset is the official protocol")."""
     liu = PRESETS["liu2022"]
     assert (liu.num_states, liu.num_actions, liu.dirichlet_alpha, liu.gamma, liu.horizon) == (
         20,
@@ -209,7 +209,7 @@ def test_readme_test_command_is_what_ci_runs():
 def test_cell_seed_depends_on_the_cell_not_on_the_rest_of_the_run():
     small = TabularBenchConfig(estimators=("pg",), experiments=("decomposition",))
     large = TabularBenchConfig(estimators=("pg", "dice"), sweep_alpha=(2.0,), experiments=("decomposition",))
-    keys_small = [c.key(small) for c in make_cells(small) if c.estimator == "pg"]
-    keys_large = [c.key(large) for c in make_cells(large) if c.estimator == "pg"]
+    keys_small = [c.key for c in make_cells(small) if c.estimator == "pg"]
+    keys_large = [c.key for c in make_cells(large) if c.estimator == "pg"]
     assert keys_small == keys_large
-    assert make_cells(small)[0].key(small) != make_cells(small)[0].key(TabularBenchConfig(seed=1))
+    assert make_cells(small)[0].key != make_cells(small)[0].bind(TabularBenchConfig(seed=1)).key

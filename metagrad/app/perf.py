@@ -9,6 +9,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -19,7 +20,7 @@ from metagrad.agents.a2c import A2CAgent, A2CConfig
 from metagrad.agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
 from metagrad.agents.maml import MAMLConfig, MAMLLearner
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
-from metagrad.app.compare.atari import make_sb3_agent, sb3_vec_env
+from metagrad.app.compare.atari import close_env, make_sb3_agent, sb3_vec_env
 from metagrad.app.running.runner import peak_memory_mib
 from metagrad.app.suite import Cell
 from metagrad.app.suites.tabular import TabularBenchConfig, cached_tasks, run_cell
@@ -238,7 +239,7 @@ def sb3_env_throughput(
     frame stack, or the MinAtar Gymnasium env) under random actions."""
     env = sb3_vec_env(game, num_envs, seed)
     rng = np.random.default_rng(seed)
-    n = int(env.action_space.n)
+    n = int(getattr(env.action_space, "n"))  # noqa: B009 (a Discrete space)
     try:
         env.reset()
         seconds = steps * _seconds_per_call(
@@ -272,17 +273,16 @@ def training_throughput(
     frames = chunk_steps * game_config(game, num_envs=1).frame_skip
     env_config = game_config(game, num_envs=num_envs)
     a2c = A2CConfig(num_envs=num_envs)
-    trainers: dict[str, Callable[[], None]] = {}
+    trainers: dict[str, Callable[[], object]] = {}
     closers: list[Callable[[], None]] = []
     try:
         for agent in agents:
             if agent.startswith("sb3_"):
                 model = make_sb3_agent(agent, game, num_envs, seed, device)
-                closers.append(model.get_env().close)
-                steps = chunk_steps
-
-                def train(model=model, steps=steps) -> None:
-                    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+                closers.append(functools.partial(close_env, model))
+                train: Callable[[], object] = functools.partial(
+                    model.learn, total_timesteps=chunk_steps, reset_num_timesteps=False
+                )
 
             else:
                 runner = (
@@ -296,9 +296,7 @@ def training_throughput(
                     )
                 )
                 closers.append(runner.close)
-
-                def train(runner=runner) -> None:
-                    runner.train(frames)
+                train = functools.partial(runner.train, frames)
 
             trainers[agent] = train
         for train in trainers.values():  # warm-up
@@ -633,7 +631,7 @@ def fitted_exponent(sizes: list[float], seconds: list[float]) -> float:
 
 def large_s_timings(
     states: tuple[int, ...] = (100, 200, 500, 1000, 2000), *, device: str = "cpu", **kwargs: object
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """:func:`large_s_cell_time` at every S in ``states`` and the fitted growth exponents of the
     cell's CPU time (``exponent``; on CUDA its wall time) and wall time (``exponent_wall``) in S,
     over the sizes >= 100."""

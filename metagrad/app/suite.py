@@ -138,7 +138,8 @@ class Cell:
 
     ``key`` (the cell's identity), ``pairing`` (the key of its setting) and ``seed`` (of its
     random numbers) are computed once, by :meth:`bind`, where the cell is made; a suite's
-    ``make_cells`` returns bound cells."""
+    ``make_cells`` returns bound cells, and a copy with other fields (``dataclasses.replace``)
+    must be bound again."""
 
     experiment: str
     estimator: str
@@ -148,9 +149,10 @@ class Cell:
     tags: dict[str, Any] = field(default_factory=dict)
     repeats: int = 0
     tasks: int = 0
-    key: str = ""
-    pairing: str = ""
-    seed: int = -1
+    # set by bind() only: a copy made with dataclasses.replace is unbound again (never stale)
+    key: str = field(default="", init=False)
+    pairing: str = field(default="", init=False)
+    seed: int = field(default=-1, init=False)
 
     def _payload(self, config: BenchConfig, spec: Any) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -173,7 +175,11 @@ class Cell:
         recipe = self.spec.to_dict()
         key = digest({**self._payload(config, recipe), "experiment": self.experiment})
         pairing = digest(self._payload(config, setting_only(recipe)))
-        return dataclasses.replace(self, key=key, pairing=pairing, seed=cell_seed(config.seed, pairing))
+        cell = dataclasses.replace(self)
+        object.__setattr__(cell, "key", key)
+        object.__setattr__(cell, "pairing", pairing)
+        object.__setattr__(cell, "seed", cell_seed(config.seed, pairing))
+        return cell
 
     @property
     def bound(self) -> bool:

@@ -66,7 +66,8 @@ def bench_runs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             if not mine:
                 continue
             overrides["experiments"] = mine
-        for seed in seeds or [None]:
+        run_seeds: list[int | None] = [*seeds] if seeds else [None]
+        for seed in run_seeds:
             if seed is not None:
                 overrides["seed"] = seed
             try:

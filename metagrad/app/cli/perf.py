@@ -108,7 +108,7 @@ def _print_large_s(states: str, device: str) -> dict[str, object]:
     if any(S < 1 for S in sizes):
         raise SystemExit(f"metagrad: --large-s: state counts must be >= 1, got {states!r}")
     out = perf.large_s_timings(sizes, device=device)
-    for cell in out["cells"]:  # type: ignore[union-attr]
+    for cell in out["cells"]:
         print(
             f"large S: lll loaded_dice cell, S={cell['num_states']}, A=5, 10 tasks x 20 repeats, n=32: "
             f"{cell['cell_s']:.2f} s wall, {cell['cell_cpu_s']:.2f} s CPU (drawing the tasks "

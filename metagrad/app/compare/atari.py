@@ -65,6 +65,7 @@ from metagrad.validation import check_choice, check_int_fields, check_real, chec
 __all__ = [
     "AGENTS",
     "AtariCompareConfig",
+    "close_env",
     "make_sb3_agent",
     "run_atari_agent",
     "run_atari_compare",
@@ -176,6 +177,13 @@ def make_sb3_agent(agent: str, game: str, num_envs: int, seed: int, device: str 
     )  # fmt: skip
 
 
+def close_env(model: BaseAlgorithm) -> None:
+    """Close the vector env of an SB3 model (if it has one)."""
+    env = model.get_env()
+    if env is not None:
+        env.close()
+
+
 class _Scores(BaseCallback):
     """Reports the frames played and the raw scores of the games that ended (SB3's Monitor)."""
 
@@ -222,7 +230,7 @@ def run_atari_agent(
             skip = _frame_skip(game)
             model.learn(total_timesteps=config.frames // skip, callback=_Scores(report, skip))
         finally:
-            model.get_env().close()
+            close_env(model)
     else:
         env_config = game_config(game, num_envs=config.num_envs, backend=config.backend)
         a2c = A2CConfig(num_envs=config.num_envs)
@@ -329,10 +337,10 @@ def run_atari_compare(
         _plot_game(rows, config, game, out, name)
     unfinished = [r for r in rows if not r["episodes"]]
     if unfinished:
-        runs = ", ".join(f"{r['agent']} on {r['game']} (seed {r['seed']})" for r in unfinished)
+        names = ", ".join(f"{r['agent']} on {r['game']} (seed {r['seed']})" for r in unfinished)
         print(
             f"metagrad: warning: {len(unfinished)} run(s) finished no game in {config.frames} frames, so "
-            f"they have no score (the table says 'no game finished'): {runs}; raise --frames",
+            f"they have no score (the table says 'no game finished'): {names}; raise --frames",
             file=sys.stderr,
         )
     return rows

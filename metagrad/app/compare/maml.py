@@ -26,7 +26,7 @@ from metagrad.app.presenting.outputs import write_csv, write_jsonl, write_text_a
 from metagrad.app.presenting.plotting import curves_panel
 from metagrad.app.running.progress import progress_bar
 from metagrad.app.running.provenance import run_metadata
-from metagrad.decomposed import CriticSpec, MetaGradientSpec, StageSpec
+from metagrad.decomposed import CriticKind, CriticSpec, MetaGradientSpec, StageSpec
 from metagrad.envs.tabular import TaskDistribution
 from metagrad.validation import check_choice, check_int_fields, check_seed
 
@@ -87,7 +87,7 @@ class MAMLCompareConfig:
     meta_batch: int = 20
     optimizer: str = "adam"
     lr: float = 0.1
-    critic: str = "noisy_exact"
+    critic: CriticKind = "noisy_exact"
     critic_noise: float = 1.0
     eval_tasks: int = 50
     learn_intrinsic_reward: bool = False

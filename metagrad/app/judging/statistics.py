@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
@@ -390,7 +391,7 @@ def point_weights(matrix: np.ndarray) -> np.ndarray:
     return 1.0 / np.maximum(se, floor) ** 2
 
 
-def power_law_exponent(x: Sequence[float], y: Any, weights: Sequence[float] | None = None) -> Any:
+def power_law_exponent(x: ArrayLike, y: ArrayLike, weights: ArrayLike | None = None) -> Any:
     """The exponent ``s`` of ``y ~ A x^s`` (``A >= 0``) by weighted least squares in linear space.
 
     Args:
@@ -403,13 +404,13 @@ def power_law_exponent(x: Sequence[float], y: Any, weights: Sequence[float] | No
         positive signal at all). For each exponent on a fine grid the best ``A`` is closed-form;
         the grid minimum is refined by a parabola through its neighbours.
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-    squeeze = y.ndim == 1
-    y = np.atleast_2d(y)
-    f = x[None, :] ** _EXPONENTS[:, None]  # [G, P]
-    cross = (y * w) @ f.T  # [B, G]: sum_p w y f
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    w = np.ones_like(xs) if weights is None else np.asarray(weights, dtype=float)
+    squeeze = ys.ndim == 1
+    ys = np.atleast_2d(ys)
+    f = xs[None, :] ** _EXPONENTS[:, None]  # [G, P]
+    cross = (ys * w) @ f.T  # [B, G]: sum_p w y f
     norm = (w * f**2).sum(1)  # [G]
     gain = np.maximum(cross, 0.0) ** 2 / norm  # the drop of the weighted SSR at the best A >= 0
     best = gain.argmax(1)
@@ -426,7 +427,7 @@ def power_law_exponent(x: Sequence[float], y: Any, weights: Sequence[float] | No
 
 
 def exponent_interval(
-    x: Sequence[float], matrix: np.ndarray, *, seed: int, confidence: float = CONFIDENCE
+    x: ArrayLike, matrix: np.ndarray, *, seed: int, confidence: float = CONFIDENCE
 ) -> Interval:
     """:func:`power_law_exponent` of the curve of task means with its task-bootstrap interval
     (resamples without a positive signal count as an exponent of -inf, no decay resolvable)."""
@@ -440,7 +441,7 @@ def exponent_interval(
 
 
 def task_spearman_interval(
-    x: Sequence[float], matrix: np.ndarray, *, seed: int, confidence: float = CONFIDENCE
+    x: ArrayLike, matrix: np.ndarray, *, seed: int, confidence: float = CONFIDENCE
 ) -> Interval:
     """The mean over tasks of each task's Spearman correlation (tie-averaged ranks,
     ``scipy.stats.rankdata``) between ``x`` and its own values, with its task-bootstrap interval:

@@ -99,7 +99,7 @@ class _Points:
 def _x(r: ResultRow, xkey: str) -> float:
     """A row's abscissa: a metric or setting field, else a field of its cell (``n``)."""
     value = r.value(xkey)
-    return float(r.cell.get(xkey) if value is None else value)
+    return float(r.cell[xkey] if value is None else value)
 
 
 def _points(rows: Sequence[ResultRow], xkey: str, ykey: str) -> _Points:
@@ -116,13 +116,13 @@ def _set_x_axis(ax: Any, xs: np.ndarray, log: bool) -> None:
     powers = integer and bool(np.all(values > 0)) and all(int(v) & (int(v) - 1) == 0 for v in values)
     if powers and values.size >= 3 and values.max() / values.min() >= 8:
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.xaxis.set_major_locator(FixedLocator(values.tolist()))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_locator(NullLocator())
     elif log and values.size and values.min() > 0:
         ax.set_xscale("log")
         if values.size <= 10:  # the values themselves as ticks, in plain numbers
-            ax.xaxis.set_major_locator(FixedLocator(values))
+            ax.xaxis.set_major_locator(FixedLocator(values.tolist()))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_locator(NullLocator())
         else:
@@ -452,7 +452,7 @@ def save_figure(
 
 def curves_panel(
     path: str | Path,
-    curves: dict[str, tuple[list[float], list[list[float]]]],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]]]],
     *,
     xlabel: str,
     ylabel: str,
@@ -471,9 +471,9 @@ def curves_panel(
         color = COLORS[i % len(COLORS)]
         ax.plot(x, mean, label=label, color=color)
         ax.fill_between(x, mean - se, mean + se, alpha=0.2, color=color)
-    for label, y in (hlines or {}).items():
-        ax.axhline(y, color="0.4", linestyle="--", linewidth=1)
-        ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), textcoords="offset points",
+    for label, level in (hlines or {}).items():
+        ax.axhline(level, color="0.4", linestyle="--", linewidth=1)
+        ax.annotate(label, (0.01, level), xycoords=("axes fraction", "data"), textcoords="offset points",
                     xytext=(0, 3), fontsize=7, color="0.3")  # fmt: skip
     _finish(ax, xlabel, ylabel, title, legend_size=8)
     text = caption or "Lines: mean over runs; bands: ± 1 standard error over runs."

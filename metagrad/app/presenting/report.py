@@ -128,11 +128,11 @@ def write_report(
     lines += overview_lines(rows) if overview is None else overview
     if len(by_seed) > 1:
         lines += ["## Verdicts per seed", "", seed_table(by_seed)]
-    for seed, claims in by_seed.items():
+    for seed, seed_claims in by_seed.items():
         lines += [f"## Seed {seed}", "", "| claim | verdict |", "|---|---|"]
-        lines += [f"| {c.name} | **{c.verdict}** |" for c in claims]
+        lines += [f"| {c.name} | **{c.verdict}** |" for c in seed_claims]
         lines.append("")
-        for c in claims:
+        for c in seed_claims:
             lines += [
                 f"### {c.name}: {c.verdict}",
                 "",

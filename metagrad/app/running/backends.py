@@ -333,8 +333,8 @@ def _execute_local(
             pool.submit(run_task, suite, config, cell, device, plugins, states[(suite, config)])
             for suite, config, cell in tasks
         ]
-        for future in warm:
-            future.result()
+        for ready in warm:
+            ready.result()
         for future in as_completed(futures):
             try:
                 result = future.result()

@@ -23,20 +23,34 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from metagrad.decomposed import StagedSpec, StageSpec, stage_cost
+from metagrad.decomposed import StageSpec, stage_cost
 
 __all__ = [
     "InsufficientMemory",
     "MemoryEstimate",
+    "StagedRecipe",
     "available_memory",
     "check_memory",
     "format_bytes",
     "staged_estimate",
 ]
+
+
+class StagedRecipe(Protocol):
+    """What a memory estimate reads of a three-stage recipe (``MetaGradientSpec``, ``LolaSpec``)."""
+
+    @property
+    def inner(self) -> StageSpec: ...
+
+    @property
+    def hessian(self) -> StageSpec: ...
+
+    @property
+    def outer(self) -> StageSpec: ...
 
 
 class InsufficientMemory(ValueError):
@@ -62,7 +76,7 @@ def format_bytes(n: float) -> str:
 
 
 def staged_estimate(
-    spec: StagedSpec,
+    spec: StagedRecipe,
     *,
     episodes: int,
     horizon: int,

@@ -33,13 +33,13 @@ class LineProgress:
         every_seconds: float = 30.0,
     ) -> None:
         self.total, self.desc, self.unit, self.unit_scale = total, desc, unit, unit_scale
-        self.n = initial
+        self.n: float = initial
         self.file = file if file is not None else sys.stderr
         self.every_fraction, self.every_seconds = every_fraction, every_seconds
         self.postfix = ""
         self._start = self._last_time = time.monotonic()
         self._last_step = self._step(initial)
-        self._printed_n: int | None = None
+        self._printed_n: float | None = None
 
     def _step(self, n: float) -> int:
         return int(n / self.total / self.every_fraction) if self.total else 0

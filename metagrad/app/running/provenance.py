@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+import metagrad
 from metagrad.app.running.rows import Provenance
 
 __all__ = [
@@ -87,7 +88,7 @@ def checkout_commit(package_dir: str | Path) -> str | None:
 def git_commit() -> str:
     """The suite's own commit when it runs from its checkout (``<sha>`` or ``<sha>-dirty``), else
     ``"none"`` (the version, recorded in every row's ``versions``, then names the code)."""
-    return checkout_commit(Path(__file__).resolve().parent.parent) or NO_CHECKOUT
+    return checkout_commit(Path(metagrad.__file__).resolve().parent) or NO_CHECKOUT
 
 
 def code_version(provenance: Provenance | None = None) -> str:

@@ -111,6 +111,8 @@ def run_bench(
     every: dict[str, Task] = {}
     for suite, config, cells in listed:
         for cell in cells:
+            if not cell.bound:
+                raise ValueError(f"suite {suite}: make_cells returned a cell not bound to its config")
             every.setdefault(cell.key, (suite, config, cell))
 
     result_store = ResultStore(store)

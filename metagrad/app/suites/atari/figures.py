@@ -25,11 +25,11 @@ def write_figures(rows: list[ResultRow], folder: Path, stem: str = "atari") -> l
         fig, axes = new_figure((4.2 * len(games), 3.6), ncols=len(games))
         axes = np.atleast_1d(axes)
         for ax, game in zip(axes, games, strict=True):
-            mine = sorted((r for r in paired if r.get("game") == game), key=lambda r: r.estimator)
-            width = 0.8 / len(mine)
-            for i, r in enumerate(mine):
+            ours = sorted((r for r in paired if r.get("game") == game), key=lambda r: r.estimator)
+            width = 0.8 / len(ours)
+            for i, r in enumerate(ours):
                 scale = float(np.linalg.norm(r.get("reference_mean"))) or 1.0
-                x = np.arange(len(META_NAMES)) + (i - (len(mine) - 1) / 2) * width
+                x = np.arange(len(META_NAMES)) + (i - (len(ours) - 1) / 2) * width
                 m = np.array(r.get("paired_mean")) / scale
                 low, high = (
                     np.array(r.get("paired_ci_low")) / scale,
@@ -70,13 +70,13 @@ def write_figures(rows: list[ResultRow], folder: Path, stem: str = "atari") -> l
             mine = {r.get("game"): r.metrics for r in view if r.estimator == est}
             x = np.array([g for g, game in enumerate(games) if game in mine], dtype=float)
             x += (i - (len(estimators) - 1) / 2) * width
-            m = [mine[game] for game in games if game in mine]
+            scores = [mine[game] for game in games if game in mine]
             style = PALETTE[est]
-            axes[0].bar(x, [v.mse for v in m], width, yerr=[v.mse_se for v in m], capsize=2,
+            axes[0].bar(x, [v.mse for v in scores], width, yerr=[v.mse_se for v in scores], capsize=2,
                         color=style.color, label=human(est))  # fmt: skip
             err = [
-                [v.bias_debiased - v.bias_ci_low for v in m],
-                [v.bias_ci_high - v.bias_debiased for v in m],
+                [v.bias_debiased - v.bias_ci_low for v in scores],
+                [v.bias_ci_high - v.bias_debiased for v in scores],
             ]
             axes[1].bar(x, [v.bias_debiased for v in m], width, yerr=err, capsize=2, color=style.color)
         for ax, label in zip(

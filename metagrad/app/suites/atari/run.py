@@ -16,7 +16,7 @@ from metagrad.app.judging.statistics import block_means, lag1_autocorrelation
 from metagrad.app.running.rows import ResultRow
 from metagrad.app.suite import Cell, make_row
 from metagrad.app.suites.atari.claims import first_resolved, paired_statistics
-from metagrad.app.suites.atari.config import AtariBenchConfig
+from metagrad.app.suites.atari.config import AtariBenchConfig, AtariMetaSpec
 from metagrad.app.suites.atari.samples import (
     estimates,
     paired_estimates,
@@ -95,11 +95,13 @@ def _reference_row(
     config: AtariBenchConfig, cell: Cell, device: str, started: float, cpu: float
 ) -> ResultRow:
     game = cell.tags["game"]
+    spec = cell.spec
+    assert isinstance(spec, AtariMetaSpec)
     reference, reference_se = reference_meta_gradient(config, game, device)
     # common random numbers: every estimator sees the same games and action draws (while its
     # inner iterates agree with the others'); the reference uses its own stream
     samples = estimates(
-        config, game, cell.spec.estimator, config.view_repeats, 1, stream_seed(config, game, 1), device
+        config, game, spec.estimator, config.view_repeats, 1, stream_seed(config, game, 1), device
     )
     metrics = score(
         samples.unsqueeze(0),
@@ -109,8 +111,8 @@ def _reference_row(
     ref_var = float((reference_se**2).sum())
     setting = {
         "game": game,
-        "inner": cell.spec.estimator,
-        "n_inner": cell.spec.n,
+        "inner": spec.estimator,
+        "n_inner": spec.n,
         "n_steps": config.n_steps,
         "inner_steps": config.inner_steps,
         "policy_lambda": config.policy_lambda,

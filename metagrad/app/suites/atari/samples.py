@@ -32,7 +32,7 @@ def stream_seed(config: AtariBenchConfig, game: str, salt: int) -> int:
     return game_stream_seed(config.seed, game, salt)
 
 
-def _env_config(config: AtariBenchConfig, game: str):
+def _env_config(config: AtariBenchConfig, game: str) -> Any:
     return game_config(game, num_envs=config.num_envs, backend=config.backend)
 
 
@@ -74,7 +74,7 @@ class _Stream:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.obs = self.env.reset(seed=seed)
 
-    def batch(self, theta: dict[str, torch.Tensor], scale: int = 1):
+    def batch(self, theta: dict[str, torch.Tensor], scale: int = 1) -> Any:
         out = None
         for _ in range(scale):
             part, self.obs = collect_rollout(
@@ -125,7 +125,8 @@ def paired_estimates(
     """
     stream = _Stream(config, game, stream_seed(config, game, 1), device)
     mgrl = stream.mgrl(config.reference_estimator)
-    refs, out = [], {e: [] for e in estimators}
+    refs: list[torch.Tensor] = []
+    out: dict[str, list[torch.Tensor]] = {e: [] for e in estimators}
     gaps = dict.fromkeys(estimators, 0.0)
     try:
         for _ in range(config.repeats):
@@ -155,7 +156,7 @@ def paired_estimates(
 
 def estimates(
     config: AtariBenchConfig, game: str, estimator: str, repeats: int, scale: int, seed: int, device: str
-):
+) -> torch.Tensor:
     """``[repeats, D]`` meta-gradient estimates of one estimator on its own stream (``seed``)."""
     stream = _Stream(config, game, seed, device)
     mgrl = stream.mgrl(estimator, scale)

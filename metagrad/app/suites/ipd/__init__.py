@@ -53,7 +53,14 @@ from metagrad.app.suites.ipd.config import (
 )
 from metagrad.app.suites.ipd.cost import cell_cost, memory_estimate
 from metagrad.app.suites.ipd.figures import write_figures
-from metagrad.app.suites.ipd.run import fifo_buffer_updates, policy_pairs, prepare, run_cell, training_run
+from metagrad.app.suites.ipd.run import (
+    fifo_buffer_updates,
+    pairs_of,
+    policy_pairs,
+    prepare,
+    run_cell,
+    training_run,
+)
 from metagrad.app.suites.ipd.summary import write_summary
 from metagrad.lola import LolaSpec
 
@@ -69,6 +76,7 @@ __all__ = [
     "ipd_claims",
     "make_cells",
     "memory_estimate",
+    "pairs_of",
     "policy_pairs",
     "prepare",
     "run_cell",

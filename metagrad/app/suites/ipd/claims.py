@@ -68,10 +68,11 @@ def _claim_off_policy_lola(rows: list[ResultRow]) -> Claim:
         "on-policy, no baseline": _off_policy_variant(cells, "dice", False, "none"),
         "off-policy, no baseline, replay": _off_policy_variant(cells, "off_policy_dice", True, "none"),
     }
-    missing = [k for k, v in variants.items() if v is None]
+    found = {k: v for k, v in variants.items() if v is not None}
+    missing = [k for k in variants if k not in found]
     if missing:
         return Claim(name, statement, criterion, source, f"missing variants: {missing}", NOT_APPLICABLE)
-    a, b, c, d, e = (variants[k] for k in variants)
+    a, b, c, d, e = found.values()
     data = task_matrix([a, b, c, d, e], "mse")
     seed = claim_seed(name)
 
@@ -90,8 +91,8 @@ def _claim_off_policy_lola(rows: list[ResultRow]) -> Claim:
     statuses = [
         PASS if x.high < 0 else (FAIL if x.low > 0 else INCONCLUSIVE) for x in (replay_cum, replay_none)
     ]
-    mse = {k: float(np.mean(v.per_task["mse"])) for k, v in variants.items()}
-    corr = {k: float(np.mean(v.per_task["corr"])) for k, v in variants.items()}
+    mse = {k: float(np.mean(v.per_task["mse"])) for k, v in found.items()}
+    corr = {k: float(np.mean(v.per_task["corr"])) for k, v in found.items()}
     lll = select(rows, bench="ipd", experiment="off_policy", pair_kind="run", combination="lll")
     corr_lll = {
         k: float(np.mean(r.per_task["corr"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from metagrad.decomposed import COMBINATIONS, CriticSpec
+from metagrad.decomposed import COMBINATIONS, CriticKind, CriticSpec
 from metagrad.envs.ipd import check_gamma, get_game
 from metagrad.estimators import get_estimator
 from metagrad.lola import lola_variant
@@ -53,7 +53,7 @@ class IPDBenchConfig:
     behaviour_lag: int = 1
     lookahead_lr: float = 0.3
     lookahead_steps: int = 1
-    critic: str = "learned"
+    critic: CriticKind = "learned"
     critic_noise: float = 0.0
     estimators: tuple[str, ...] = ("dice_baseline", "loaded_dice", "lvc", "pg")
     combinations: tuple[str, ...] = COMBINATIONS

@@ -18,7 +18,7 @@ from metagrad.lola import LolaSpec, episodes_per_lola_estimate, exact_lola_targe
 from metagrad.seeding import pair_seed
 from metagrad.validation import check_choice
 
-__all__ = ["fifo_buffer_updates", "policy_pairs", "prepare", "run_cell", "training_run"]
+__all__ = ["fifo_buffer_updates", "pairs_of", "policy_pairs", "prepare", "run_cell", "training_run"]
 
 
 def policy_pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
@@ -114,7 +114,9 @@ def _training_run(config: IPDBenchConfig) -> dict[str, Any]:
     return training_run(config)
 
 
-def _pairs(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
+def pairs_of(config: IPDBenchConfig, kind: str) -> list[dict[str, torch.Tensor]]:
+    """The run's policy pairs of one kind: as :func:`prepare` handed them over, else computed once
+    per process."""
     return run_state(("ipd_pairs", config, kind), functools.partial(policy_pairs, config, kind))
 
 
@@ -124,12 +126,12 @@ def prepare(config: IPDBenchConfig) -> dict[Any, Any]:
     kinds = set(config.pair_kinds)
     if "off_policy" in config.experiments:
         kinds |= set(config.off_policy_pair_kinds)
-    return {("ipd_pairs", config, kind): _pairs(config, kind) for kind in sorted(kinds)}
+    return {("ipd_pairs", config, kind): pairs_of(config, kind) for kind in sorted(kinds)}
 
 
 def run_cell(config: IPDBenchConfig, cell: Cell, device: str = "cpu") -> ResultRow:
     """Score one cell over its policy pairs; returns its result row (config, metrics, provenance)."""
-    pairs = _pairs(config, cell.tags["pair_kind"])
+    pairs = pairs_of(config, cell.tags["pair_kind"])
     spec = cell.spec
     assert isinstance(spec, LolaSpec)
     start = time.perf_counter()

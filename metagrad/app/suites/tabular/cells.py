@@ -26,7 +26,7 @@ def _lee(config: TabularBenchConfig, est: str, n: int, k: int, alpha: float) -> 
 def make_cells(config: TabularBenchConfig) -> list[Cell]:
     """The cells of a run, in a fixed order (official families first, then extensions)."""
     critic = CriticSpec(kind="noisy_exact", noise=config.critic_noise)
-    common = dict(objective=config.objective, critic=critic)
+    common: dict[str, Any] = dict(objective=config.objective, critic=critic)
     wanted = set(config.experiments)
     cells: list[Cell] = []
 
@@ -140,7 +140,7 @@ def make_cells(config: TabularBenchConfig) -> list[Cell]:
 
 def _hessian_scoring_cells(config: TabularBenchConfig, critic: CriticSpec) -> list[Cell]:
     """One cell per estimator, derivative, eps, behaviour and n (eps is a tag: part of the key)."""
-    cells = []
+    cells: list[Cell] = []
     for eps in config.ope_eps:
         for behaviour in config.ope_behaviours:
             for n in config.ope_n:
@@ -155,16 +155,16 @@ def _mlmc_cells(config: TabularBenchConfig, common: dict[str, Any]) -> list[Cell
     """The plain inner estimators and the MLMC inner stage on one compositional-bias setting,
     each with ``mlmc_repeats`` estimates per task (the MLMC stage pairs with the plain ones: its
     level-0 term sees the plain estimators' episodes)."""
-    kw = dict(inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common)
+    kw: dict[str, Any] = dict(inner_steps=config.inner_steps, inner_lr=config.inner_lr, **common)
     repeats = config.mlmc_repeats
-    cells = []
+    cells: list[Cell] = []
     for n in config.mlmc_n:
         for est in config.mlmc_plain_estimators:
             spec = MetaGradientSpec.from_combination("lee", est, n, **kw)
             cells.append(Cell("mlmc_bias", est, spec, n, repeats=repeats))
         mlmc = MLMC(max_level=config.mlmc_max_level)
         spec = MetaGradientSpec(inner=StageSpec(config.mlmc_estimator, n, mlmc=mlmc), **kw)
-        extra = {"mlmc_base": config.mlmc_estimator, "mlmc_rate": mlmc.rate}
+        extra: dict[str, Any] = {"mlmc_base": config.mlmc_estimator, "mlmc_rate": mlmc.rate}
         if mlmc.max_level is not None:
             extra["mlmc_max_level"] = mlmc.max_level
         cells.append(Cell("mlmc_bias", "mlmc", spec, n, extra, repeats=repeats))

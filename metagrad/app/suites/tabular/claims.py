@@ -179,7 +179,7 @@ def _claim_hessian_injection(rows: list[ResultRow]) -> Claim:
         joint = np.concatenate([m for _, m in curves], axis=1)
         p = len(x)
         weights = [point_weights(m) for _, m in curves]
-        predicted = [curve(ext[k], "hessian_bias_c", "predicted_bias_sq")[1].mean(0) for k in ks]
+        predicted_means = [curve(ext[k], "hessian_bias_c", "predicted_bias_sq")[1].mean(0) for k in ks]
         step_level = 1 - (1 - CONFIDENCE) / (len(ks) - 1)
         diffs = []
         for i in range(len(ks) - 1):
@@ -200,11 +200,11 @@ def _claim_hessian_injection(rows: list[ResultRow]) -> Claim:
             )
         exponents = []
         for i, k in enumerate(ks):
-            measured = exponent_interval(x, curves[i][1], seed=claim_seed(name, "exponent", k))
-            s_pred = float(power_law_exponent(x, predicted[i], weights[i]))
-            figures[f"exponent K={k}"] = measured.estimate
+            exponent_ci = exponent_interval(x, curves[i][1], seed=claim_seed(name, "exponent", k))
+            s_pred = float(power_law_exponent(x, predicted_means[i], weights[i]))
+            figures[f"exponent K={k}"] = exponent_ci.estimate
             figures[f"predicted exponent K={k}"] = s_pred
-            exponents.append(f"K={k}: {measured.format('.2f')} (predicted {s_pred:.2f})")
+            exponents.append(f"K={k}: {exponent_ci.format('.2f')} (predicted {s_pred:.2f})")
         if any(d.high < 0 for d in diffs):
             growth_status = FAIL
         elif all(d.low > 0 for d in diffs):

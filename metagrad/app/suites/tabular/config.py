@@ -8,13 +8,13 @@ preset is the official protocol"); extensions are separately named experiments a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from metagrad.decomposed import COMBINATIONS, MLMC
 from metagrad.envs.tabular import TabularTask, random_task
 from metagrad.estimators import get_estimator
 from metagrad.exact import Objective
-from metagrad.offpolicy import BEHAVIOURS, DERIVATIVES
+from metagrad.offpolicy import BEHAVIOURS, DERIVATIVES, Behaviour, Derivative
 from metagrad.seeding import task_seed
 from metagrad.validation import check_choice, check_int, check_int_fields, check_real, check_seed
 
@@ -152,9 +152,9 @@ class TabularBenchConfig:
     # extension hessian_scoring: the OPE family on the gradient / Hessian of J (Tang et al. 2021)
     ope_estimators: tuple[str, ...] = OPE_ESTIMATORS
     ope_eps: tuple[float, ...] = (0.0, 0.2, 0.5, 0.8)
-    ope_behaviours: tuple[str, ...] = BEHAVIOURS
+    ope_behaviours: tuple[Behaviour, ...] = BEHAVIOURS
     ope_n: tuple[int, ...] = (10, 100, 1000)
-    ope_derivatives: tuple[str, ...] = DERIVATIVES
+    ope_derivatives: tuple[Derivative, ...] = DERIVATIVES
     # extension mlmc_bias: the plain inner estimators beside the MLMC inner stage ('lee', K =
     # inner_steps, alpha = inner_lr)
     mlmc_plain_estimators: tuple[str, ...] = ("dice", "loaded_dice", "lvc", "pg")
@@ -241,7 +241,7 @@ class TabularBenchConfig:
         """Tasks of the largest family (each family scores the first ones)."""
         return max([self.num_tasks, *(self.budget(name)["tasks"] for name, _, _ in self.budget_scales)])
 
-    def budget(self, experiment: str) -> dict[str, int]:
+    def budget(self, experiment: str) -> dict[str, Any]:
         """``Cell`` keyword arguments (``tasks``, ``repeats``) of an experiment listed in
         ``budget_scales`` (empty: the config's ``num_tasks`` x ``repeats``)."""
         for name, tasks, repeats in self.budget_scales:

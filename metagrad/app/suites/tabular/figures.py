@@ -79,7 +79,7 @@ def _decomposition_plots(rows: list[ResultRow], folder: Path, stem: str) -> list
     panels: dict[str, dict[str, list[ResultRow]]] = {}
     for combo in dict.fromkeys(r.get("combination") for r in dec):
         series: dict[str, list[ResultRow]] = {}
-        for r in sorted((r for r in dec if r.get("combination") == combo), key=lambda r: r.cell.get("n")):
+        for r in sorted((r for r in dec if r.get("combination") == combo), key=lambda r: int(r.cell["n"])):
             series.setdefault(human(r.estimator), []).append(r)
         panels[human(combo)] = series
     written = []

@@ -29,7 +29,7 @@ __all__ = ["cached_tasks", "hessian_cell_samples", "run_cell", "target_logits"]
 
 
 @functools.lru_cache(maxsize=8)
-def cached_tasks(config: TabularBenchConfig) -> tuple[list[TabularTask], dict[Any, torch.Tensor]]:
+def cached_tasks(config: TabularBenchConfig) -> tuple[list[TabularTask], dict[Any, Any]]:
     """The tasks of a run and a cache of their exact meta-gradients (per process)."""
     return config.tasks(), {}
 

@@ -3,7 +3,9 @@ beside ours."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from metagrad.app.judging.paired import task_mean
 from metagrad.app.presenting.outputs import write_text_atomic
@@ -11,6 +13,11 @@ from metagrad.app.presenting.tables import format_interval, markdown_grid
 from metagrad.app.running.rows import ResultRow
 
 __all__ = ["write_summary"]
+
+
+def _field(name: str) -> Callable[[ResultRow], Any]:
+    """The row's ``name`` field (a column of a grid)."""
+    return lambda r: r.get(name)
 
 
 def _corr_and_paper_variance(r: ResultRow) -> str:
@@ -89,7 +96,7 @@ def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None
             lines += markdown_grid(
                 rs,
                 lambda r: r.get("combination"),
-                lambda r, k=xkey: r.get(k),
+                _field(xkey),
                 _corr_and_paper_variance,
                 "combination",
             )
@@ -103,9 +110,7 @@ def write_summary(rows: list[ResultRow], path: Path, total_seconds: float | None
                 f"squared bias ± s.e. (official bias) by {xkey}",
                 "",
             ]
-            lines += markdown_grid(
-                rs, lambda r: r.estimator, lambda r, k=xkey: r.get(k), _bias_and_paper_bias, "estimator"
-            )
+            lines += markdown_grid(rs, lambda r: r.estimator, _field(xkey), _bias_and_paper_bias, "estimator")
     for name in ("hessian_bias", "hessian_bias_k"):
         rs = family(name)
         if rs:
