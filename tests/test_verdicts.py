@@ -17,7 +17,13 @@ from metagrad.app.cli import main, parse_seeds
 from metagrad.app.judging.claims import FAIL, INCONCLUSIVE, PASS
 from metagrad.app.judging.leaderboard import paired_ranks, write_leaderboard
 from metagrad.app.judging.paired import paired_difference, probability_of_improvement, unpaired_difference
-from metagrad.app.judging.statistics import exponent_interval, mean_interval, power_law_exponent
+from metagrad.app.judging.statistics import (
+    exponent_interval,
+    mean_interval,
+    mean_t_half_width,
+    power_law_exponent,
+    t_intervals,
+)
 from metagrad.app.presenting.report import claims_by_seed, seed_table
 from metagrad.app.running.rows import ResultRow, RowError
 from metagrad.app.running.store import ResultStore
@@ -624,3 +630,18 @@ def test_cell_budget_fields_round_trip():
     rebuilt_config, rebuilt = get_suite("tabular").rebuild(row)
     assert rebuilt == cell and rebuilt_config == config
     assert isinstance(rebuilt, Cell)
+
+
+def test_student_t_intervals_of_the_one_statistics_module_agree():
+    """Per-component intervals at a family-wise level (Bonferroni) and a mean over seeds with NaN
+    runs left out are the same Student-t intervals as :func:`mean_interval`'s."""
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, low, high, _ = t_intervals(x, alpha=0.05)
+    for j in range(3):
+        ref = mean_interval(x[:, j].numpy(), confidence=1 - 0.05 / 3)
+        assert float(mean[j]) == pytest.approx(ref.estimate, rel=1e-12)
+        assert float(low[j]) == pytest.approx(ref.low, rel=1e-10)
+        assert float(high[j]) == pytest.approx(ref.high, rel=1e-10)
+    m, half, n = mean_t_half_width([1.0, 2.0, math.nan, 4.0])
+    ref = mean_interval(np.array([1.0, 2.0, 4.0]))
+    assert n == 3 and m == pytest.approx(ref.estimate) and half == pytest.approx(ref.high - ref.estimate)
