@@ -22,7 +22,13 @@ from metagrad.agents.mgrl import (
 )
 from metagrad.app.cli import main
 from metagrad.app.running.runner import cell_from_row, run_bench
-from metagrad.app.suites.atari import AtariBenchConfig, lvc_vs_pg, paired_statistics, write_summary
+from metagrad.app.suites.atari import (
+    AtariBenchConfig,
+    lvc_vs_pg,
+    paired_statistics,
+    write_figures,
+    write_summary,
+)
 from metagrad.envs.atari import AtariConfig, AtariVector, rom_id
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -366,6 +372,8 @@ def test_atari_bias_bench_rows_paired_and_reference_views(tmp_path, capsys):
     ]
     summary = write_summary(rows, tmp_path / "summary.md").read_text()
     assert "LVC against pg" in summary and summary.count("MinAtar/Breakout-v1") >= 6
+    figures = write_figures(rows, tmp_path, "tiny")  # one per view
+    assert [p.name for p in figures] == ["tiny_paired.png", "tiny_estimators.png"]
     assert ("RESOLVED" in summary) or ("INCONCLUSIVE" in summary)
     with pytest.raises(ValueError, match="unknown game"):
         AtariBenchConfig(games=("ALE/Chess-v5",))

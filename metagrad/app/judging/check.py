@@ -74,7 +74,7 @@ def check_against(
     Returns ``(movements, fresh_rows, problems)``; an empty ``movements`` means no metric moved
     beyond its interval. ``problems`` lists stored lines that were ignored (corrupt or truncated).
     ``fresh_out`` optionally stores the fresh rows. Cells that now fail (they raise, or their
-    metrics are not finite) raise :class:`~metagrad.app.runner.CellsFailed` once the other cells
+    metrics are not finite) raise :class:`~metagrad.app.running.runner.CellsFailed` once the other cells
     are compared; its ``results`` hold that ``(movements, fresh_rows, problems)``.
     """
     check_real("z", z, minimum=0.0, open_min=True)

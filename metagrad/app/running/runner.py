@@ -67,7 +67,7 @@ class BenchInterrupted(KeyboardInterrupt):
 def check_task_memory(
     tasks: Iterable[Task], *, backend: str, workers: int, address: str | None, device: str
 ) -> None:
-    """Refuse (:class:`~metagrad.app.memory.InsufficientMemory`) tasks that cannot fit in this
+    """Refuse (:class:`~metagrad.app.running.memory.InsufficientMemory`) tasks that cannot fit in this
     machine's memory (not checked for a remote Ray cluster)."""
     if backend == "ray" and address:
         return

@@ -6,7 +6,7 @@
   disk, a file-size limit) is cut back to the previous line boundary before the error is raised,
   so no partial line is left behind.
 * :meth:`ResultStore.load` parses every line and validates it against the row schema
-  (:class:`metagrad.app.rows.ResultRow`); a line that is not a valid row (a truncated last line
+  (:class:`metagrad.app.running.rows.ResultRow`); a line that is not a valid row (a truncated last line
   after a kill, a corrupt or hand-edited line anywhere) is reported and ignored, never mixed in.
   :meth:`ResultStore.repair` moves a partial last line to ``<store>.corrupt`` so that appending
   can go on from a clean line boundary.

@@ -78,7 +78,7 @@ def write_figures(rows: list[ResultRow], folder: Path, stem: str = "atari") -> l
                 [v.bias_debiased - v.bias_ci_low for v in scores],
                 [v.bias_ci_high - v.bias_debiased for v in scores],
             ]
-            axes[1].bar(x, [v.bias_debiased for v in m], width, yerr=err, capsize=2, color=style.color)
+            axes[1].bar(x, [v.bias_debiased for v in scores], width, yerr=err, capsize=2, color=style.color)
         for ax, label in zip(
             axes, ("MSE against the reference", "debiased bias against the reference"), strict=True
         ):
