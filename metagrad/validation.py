@@ -5,16 +5,15 @@ The bottom of the library: it imports nothing from ``metagrad``. Every failure r
 
 * ``"<name>: expected an integer >= <minimum>, got <value>"`` (:func:`check_int`);
 * ``"<name>: expected a finite number <range>, got <value>"`` (:func:`check_real`);
-* ``"<name>: expected one of (<choices>), got <value>"`` (:func:`check_choice`, for a fixed set of
-  literal choices; a table that grows by registration is a :class:`metagrad.registry.Registry`
-  and has that type's one unknown-name message).
+* ``"<name>: unknown <value>; known: <choices>"`` (:func:`check_choice`, for a name from a fixed
+  set; the registries of :mod:`metagrad.registry` word their unknown names the same way).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,6 @@ __all__ = [
     "check_seed",
 ]
 
-T = TypeVar("T")
 
 # Largest run seed: cells mix it into 64-bit generator seeds, and numpy's legacy seeding takes 32 bits.
 SEED_MAX = 2**32 - 1
@@ -51,15 +49,6 @@ def check_int(
         bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
         raise ValueError(f"{name}: expected an integer {bounds}, got {value!r}")
     return int(value)
-
-
-def check_choice(name: str, value: Any, choices: Iterable[T]) -> T:
-    """``value`` if it is one of ``choices`` (a ``Literal``'s values), else ``ValueError`` listing
-    them. Booleans never match an integer choice."""
-    options = tuple(choices)
-    if value in options and (not isinstance(value, bool) or any(o is value for o in options)):
-        return value
-    raise ValueError(f"{name}: expected one of {options}, got {value!r}")
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -125,3 +114,24 @@ def check_finite_tensor(name: str, x: Any) -> torch.Tensor:
         if not torch.isfinite(x.detach()).all():
             raise ValueError(f"{name}: contains NaN or infinite entries")
     return x
+
+
+def check_choice(name: str, value: Any, known: Iterable[Any], *, what: str = "", where: str = "") -> Any:
+    """``value`` if it is one of ``known`` (for a tuple, list or set: if every member is), else
+    ``ValueError``: ``"<name>: unknown [<what> ]<value>[ for <where>]; known: <choices>"`` (the
+    unknown members of a collection, as a list)."""
+    choices = tuple(known)
+
+    def known_choice(v: Any) -> bool:  # a boolean never matches an integer choice
+        return v in choices and (not isinstance(v, bool) or any(c is v for c in choices))
+
+    if isinstance(value, (tuple, list, set, frozenset)):
+        unknown = [v for v in value if not known_choice(v)]
+        shown = repr(sorted(unknown, key=str)) if unknown else ""
+    else:
+        shown = "" if known_choice(value) else repr(value)
+    if shown:
+        words = " ".join(part for part in ("unknown", what, shown) if part)
+        place = f" for {where}" if where else ""
+        raise ValueError(f"{name}: {words}{place}; known: {', '.join(repr(c) for c in choices)}")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metagrad.app.backends import configure_allocator
+from metagrad.app.running.backends import configure_allocator
 from metagrad.envs import random_task
 
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from metagrad.app.rows import METRIC_FIELDS, ResultRow
+from metagrad.app.running.rows import METRIC_FIELDS, ResultRow
 from metagrad.scoring import Score
 
 _METRIC_DEFAULTS: dict[str, Any] = {name: 0.0 for name in METRIC_FIELDS} | {

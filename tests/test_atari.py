@@ -21,8 +21,14 @@ from metagrad.agents.mgrl import (
     paired_meta_gradients,
 )
 from metagrad.app.cli import main
-from metagrad.app.runner import cell_from_row, run_bench
-from metagrad.app.suites.atari import AtariBenchConfig, lvc_vs_pg, paired_statistics, write_atari_summary
+from metagrad.app.running.runner import cell_from_row, run_bench
+from metagrad.app.suites.atari import (
+    AtariBenchConfig,
+    lvc_vs_pg,
+    paired_statistics,
+    write_figures,
+    write_summary,
+)
 from metagrad.envs.atari import AtariConfig, AtariVector, rom_id
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -220,7 +226,7 @@ def test_compare_atari_cli(tmp_path, capsys):
             "sb3_a2c,a2c,mgrl_lvc",
             "--frames",
             "240",
-            "--n",
+            "--num-envs",
             "2",
             "--out",
             str(out),
@@ -351,8 +357,8 @@ def test_atari_bias_bench_rows_paired_and_reference_views(tmp_path, capsys):
         assert (low <= mean).all() and (mean <= high).all()
         blocks = torch.tensor(r.get("paired_blocks"), dtype=torch.float64)
         np.testing.assert_allclose(mean, blocks.mean(0).numpy())
-        suite, cfg, cell = cell_from_row(r)
-        assert suite == "atari" and cell.key(cfg) == r.cell_id
+        suite, _, cell = cell_from_row(r)
+        assert suite == "atari" and cell.key == r.cell_id
     # both paired rows saw the same reference estimates (the same batches)
     assert pg.get("reference_digest") == lvc.get("reference_digest")
     assert pg.get("paired_mean") != lvc.get("paired_mean")
@@ -364,8 +370,10 @@ def test_atari_bias_bench_rows_paired_and_reference_views(tmp_path, capsys):
         pg.get("paired_mean"),
         lvc.get("paired_mean"),
     ]
-    summary = write_atari_summary(rows, tmp_path / "summary.md").read_text()
+    summary = write_summary(rows, tmp_path / "summary.md").read_text()
     assert "LVC against pg" in summary and summary.count("MinAtar/Breakout-v1") >= 6
+    figures = write_figures(rows, tmp_path, "tiny")  # one per view
+    assert [p.name for p in figures] == ["tiny_paired.png", "tiny_estimators.png"]
     assert ("RESOLVED" in summary) or ("INCONCLUSIVE" in summary)
     with pytest.raises(ValueError, match="unknown game"):
         AtariBenchConfig(games=("ALE/Chess-v5",))
@@ -377,9 +385,9 @@ def test_atari_bias_bench_rows_paired_and_reference_views(tmp_path, capsys):
 
 def test_bench_atari_cli_prints_the_summary(tmp_path, capsys):
     args = [
-        "bench", "atari", "--env", "MinAtar/SpaceInvaders-v1", "--preset", "quick", "--estimators", "pg,lvc",
-        "--n", "2", "--experiments", "paired", "--backend", "serial", "--no-progress",
-        "--out", str(tmp_path / "rows.jsonl"),
+        "bench", "atari", "--games", "MinAtar/SpaceInvaders-v1", "--preset", "quick",
+        "--estimators", "pg,lvc", "--num-envs", "2", "--experiments", "paired", "--backend", "serial",
+        "--no-progress", "--store", str(tmp_path / "rows.jsonl"),
     ]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -389,7 +397,7 @@ def test_bench_atari_cli_prints_the_summary(tmp_path, capsys):
 def test_compare_below_the_first_finished_game_writes_no_nan(tmp_path, capsys):
     code = main(
         [
-            "compare", "atari", "--games", "pong", "--agents", "a2c", "--frames", "160", "--n", "2",
+            "compare", "atari", "--games", "pong", "--agents", "a2c", "--frames", "160", "--num-envs", "2",
             "--out", str(tmp_path), "--no-progress",
         ]
     )  # fmt: skip

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from metagrad.app.cli import main
+from metagrad.app.cli import build_parser, main
+from metagrad.app.cli.bench import bench_runs
+from metagrad.app.cli.compare import compare_config
+from metagrad.app.compare import get_comparison
+from metagrad.app.suites import get_suite
 from metagrad.app.suites.tabular import (
     EXTENSION_EXPERIMENTS,
     OFFICIAL_EXPERIMENTS,
@@ -16,6 +21,7 @@ from metagrad.app.suites.tabular import (
     TabularBenchConfig,
     make_cells,
 )
+from metagrad.seeding import cell_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +45,7 @@ def test_quick_bench_writes_rows_plots_summary(tmp_path, capsys):
                 "tabular",
                 "--preset",
                 "quick",
-                "--out",
+                "--store",
                 str(out),
                 "--no-progress",
                 "--num-tasks",
@@ -105,8 +111,8 @@ def test_bench_is_reproducible(tmp_path):
         "--experiments",
         "decomposition",
     ]
-    main([*args, "--out", str(tmp_path / "a.jsonl")])
-    main([*args, "--out", str(tmp_path / "b.jsonl")])
+    main([*args, "--store", str(tmp_path / "a.jsonl")])
+    main([*args, "--store", str(tmp_path / "b.jsonl")])
     # the store holds rows in completion order (parallel workers): compare by cell
     a = {r["cell_id"]: r for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())}
     b = {r["cell_id"]: r for r in map(json.loads, (tmp_path / "b.jsonl").read_text().splitlines())}
@@ -129,12 +135,12 @@ def test_bench_is_reproducible(tmp_path):
 )
 def test_bad_bench_arguments_fail_before_running(args, match):
     with pytest.raises(SystemExit, match=match):
-        main([*args, "--no-progress", "--out", "/nonexistent/dir/x.jsonl"])
+        main([*args, "--no-progress", "--store", "/nonexistent/dir/x.jsonl"])
 
 
 def test_liu2022_is_the_official_protocol():
     """Every family of Theoretical-GMRL's tabular/maml/run_*.sh and tabular/lirpg/run_step.sh at its
-    own settings (BACKGROUND.md section 4)."""
+    own settings (README, "The `liu2022` preset is the official protocol")."""
     liu = PRESETS["liu2022"]
     assert (liu.num_states, liu.num_actions, liu.dirichlet_alpha, liu.gamma, liu.horizon) == (
         20,
@@ -209,7 +215,49 @@ def test_readme_test_command_is_what_ci_runs():
 def test_cell_seed_depends_on_the_cell_not_on_the_rest_of_the_run():
     small = TabularBenchConfig(estimators=("pg",), experiments=("decomposition",))
     large = TabularBenchConfig(estimators=("pg", "dice"), sweep_alpha=(2.0,), experiments=("decomposition",))
-    keys_small = [c.key(small) for c in make_cells(small) if c.estimator == "pg"]
-    keys_large = [c.key(large) for c in make_cells(large) if c.estimator == "pg"]
+    keys_small = [c.key for c in make_cells(small) if c.estimator == "pg"]
+    keys_large = [c.key for c in make_cells(large) if c.estimator == "pg"]
     assert keys_small == keys_large
-    assert make_cells(small)[0].key(small) != make_cells(small)[0].key(TabularBenchConfig(seed=1))
+    assert make_cells(small)[0].key != make_cells(small)[0].bind(TabularBenchConfig(seed=1)).key
+
+
+def test_flags_mean_one_thing_in_every_command():
+    """Issue 21: a store is always --store, --out always an output folder, --seeds takes ranges on
+    compare as on bench, and the Atari bench names its games --games and its parallel games
+    --num-envs (--n: episodes per estimated stage; --env: one environment id)."""
+    parser = build_parser()
+    for argv in (["bench", "--out", "x.jsonl"], ["check", "--against", "a.jsonl", "--out", "b.jsonl"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    assert parser.parse_args(["check", "--against", "a.jsonl", "--store", "b.jsonl"]).store == "b.jsonl"
+    _, config = compare_config(parser.parse_args(["compare", "ipd", "--seeds", "0-2,5"]))
+    assert config.seeds == (0, 1, 2, 5)
+    args = ["bench", "atari", "--preset", "quick", "--games", "MinAtar/Breakout-v1", "--num-envs", "3"]
+    ((suite, atari),) = bench_runs(parser.parse_args(args))
+    assert suite == "atari" and atari.games == ("MinAtar/Breakout-v1",) and atari.num_envs == 3
+    for flag in ("--n", "--env"):
+        with pytest.raises(SystemExit, match="is not an option of suite"):
+            bench_runs(parser.parse_args(["bench", "atari", flag, "2"]))
+
+
+def test_a_cell_is_bound_once_and_a_changed_copy_must_be_bound_again():
+    config = PRESETS["quick"]
+    cell = make_cells(config)[0]
+    assert cell.bound and cell.seed == cell_seed(config.seed, cell.pairing)
+    copy = dataclasses.replace(cell, tags={"independent": 1})
+    assert not copy.bound  # never the original's key or seed
+    with pytest.raises(ValueError, match="not bound"):
+        copy.describe()
+    assert copy.bind(config).key != cell.key
+
+
+def test_unknown_names_share_one_message():
+    for lookup, kind in ((get_suite, "suite"), (get_comparison, "comparison")):
+        with pytest.raises(ValueError, match=f"{kind}: unknown name 'nope'; known: "):
+            lookup("nope")
+    with pytest.raises(
+        ValueError, match="preset: unknown preset 'nope' for ipd; known: 'foerster2018', 'quick'"
+    ):
+        get_suite("ipd").config("nope")
+    with pytest.raises(ValueError, match=r"experiments: unknown \['later'\]; known: 'paired', 'reference'"):
+        get_suite("atari").config("quick", experiments=("paired", "later"))

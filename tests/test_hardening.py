@@ -30,15 +30,17 @@ import pytest
 import torch
 from rowkit import row_json, synthetic_row
 
-from metagrad.app import cli
-from metagrad.app.backends import PluginError, load_plugin
-from metagrad.app.check import check_against
-from metagrad.app.memory import InsufficientMemory, MemoryEstimate, check_memory
-from metagrad.app.outputs import write_bytes_atomic
-from metagrad.app.progress import LineProgress, progress_bar
-from metagrad.app.provenance import NO_CHECKOUT, checkout_commit, git_commit, provenance
-from metagrad.app.runner import CellsFailed, run_bench
-from metagrad.app.store import ResultStore, StoreError, StoreLocked, check_output_path
+from metagrad.app import cli, perf
+from metagrad.app.cli.bench import bench_runs
+from metagrad.app.cli.compare import compare_config
+from metagrad.app.judging.check import check_against
+from metagrad.app.presenting.outputs import write_bytes_atomic
+from metagrad.app.running.backends import PluginError, load_plugin
+from metagrad.app.running.memory import InsufficientMemory, MemoryEstimate, check_memory
+from metagrad.app.running.progress import LineProgress, progress_bar
+from metagrad.app.running.provenance import NO_CHECKOUT, checkout_commit, git_commit, provenance
+from metagrad.app.running.runner import CellsFailed, run_bench
+from metagrad.app.running.store import ResultStore, StoreError, StoreLocked, check_output_path
 from metagrad.app.suites import get_suite
 from metagrad.critics import CriticSpec
 from metagrad.decomposed import MetaGradientSpec
@@ -264,7 +266,7 @@ def test_a_second_run_on_a_store_in_use_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom metagrad.app.store import ResultStore\n"
+            "import sys, time\nfrom metagrad.app.running.store import ResultStore\n"
             "with ResultStore(sys.argv[1]).lock():\n    print('locked', flush=True)\n    time.sleep(60)\n",
             str(store),
         ],
@@ -317,11 +319,11 @@ def test_every_output_file_is_written_through_a_temporary_file(tmp_path, monkeyp
         ("lola_dice_update_rate", "updates_per_s"),
         ("maml_meta_iteration_time", "seconds_per_iteration"),
     ):
-        monkeypatch.setattr(cli.perf, name, lambda *a, _f=figure, **k: {_f: 1.0})
+        monkeypatch.setattr(perf, name, lambda *a, _f=figure, **k: {_f: 1.0})
     _WRITES = []
     try:
         assert cli.main(["report", "--store", str(store)]) == 0
-        assert cli.main(["perf", "--out", str(tmp_path / "perf.json")]) == 0
+        assert cli.main(["perf", "--out", str(tmp_path)]) == 0
         written = list(_WRITES)
     finally:
         _WRITES = None
@@ -489,7 +491,7 @@ def test_unusable_store_paths_fail_with_one_line_before_any_work(tmp_path, monke
     def no_work(*args, **kwargs):
         raise AssertionError("a cell ran")
 
-    monkeypatch.setattr("metagrad.app.backends.run_task", no_work)
+    monkeypatch.setattr("metagrad.app.running.backends.run_task", no_work)
     for argv in ([*TINY_ARGS, "--backend", "serial", "--store", str(path)], ["report", "--store", str(path)]):
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
@@ -619,11 +621,11 @@ suite = get_suite(sys.argv[1])
 overrides = json.loads(sys.argv[2])
 overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
 small = suite.config("quick", **{**overrides, "n": 2})
-suite.score_cell(small, suite.make_cells(small)[0], "cpu")  # imports, caches, allocator warm
+suite.run_cell(small, suite.make_cells(small)[0], "cpu")  # imports, caches, allocator warm
 config = suite.config("quick", **overrides)
 cell = suite.make_cells(config)[0]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-suite.score_cell(config, cell, "cpu")
+suite.run_cell(config, cell, "cpu")
 grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
 print(json.dumps({"measured": grown, "estimate": suite.memory_estimate(config, cell).bytes}))
 """
@@ -735,23 +737,23 @@ def test_command_line_values_are_checked_before_any_work(tmp_path, monkeypatch, 
     def no_work(*args, **kwargs):
         raise AssertionError("work started")
 
-    monkeypatch.setattr("metagrad.app.runner.execute", no_work)
-    monkeypatch.setattr(cli.perf, "rollout_throughput", no_work)
+    monkeypatch.setattr("metagrad.app.running.runner.execute", no_work)
+    monkeypatch.setattr(perf, "rollout_throughput", no_work)
     with pytest.raises(SystemExit, match=match):
         cli.main(argv)
 
 
 def test_check_out_is_checked_before_the_recompute(tmp_path, monkeypatch):
-    """Item 10: `check --out DIR` failed only after the full recompute."""
+    """Item 10: `check --out DIR` (now `check --store`) failed only after the full recompute."""
     store = tmp_path / "rows.jsonl"
     assert _bench(store) == 0
 
     def no_work(*args, **kwargs):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr("metagrad.app.check.score_tasks", no_work)
+    monkeypatch.setattr("metagrad.app.judging.check.score_tasks", no_work)
     with pytest.raises(SystemExit, match="is a directory"):
-        cli.main(["check", "--against", str(store), "--out", str(tmp_path)])
+        cli.main(["check", "--against", str(store), "--store", str(tmp_path)])
     with pytest.raises(ValueError, match="z: expected a finite number > 0"):
         check_against(store, z=math.nan)
 
@@ -1049,10 +1051,10 @@ def test_every_readme_command_parses_and_validates(monkeypatch):
         argv = [a for i, a in enumerate(argv) if not (a == "--import" or argv[i - 1] == "--import")]
         args = parser.parse_args(argv)  # SystemExit on a bad command
         if args.command == "bench":
-            assert cli._bench_runs(args), argv
+            assert bench_runs(args), argv
         elif args.command == "compare":
-            cli._compare_config(args)
-    quick = cli._bench_runs(parser.parse_args(["bench", "--preset", "quick"]))
+            compare_config(args)
+    quick = bench_runs(parser.parse_args(["bench", "--preset", "quick"]))
     assert [(suite, config.preset) for suite, config in quick] == [("tabular", "quick"), ("ipd", "quick")]
     subcommands = {a.dest: a for a in parser._subparsers._group_actions}["command"].choices
     for synopsis in synopses:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from rowkit import row_json, synthetic_row
 
-from metagrad.app.check import check_against
 from metagrad.app.cli import main
-from metagrad.app.rows import ResultRow
-from metagrad.app.runner import cell_from_row, run_bench
-from metagrad.app.store import ResultStore
+from metagrad.app.judging.check import check_against
+from metagrad.app.running.rows import ResultRow
+from metagrad.app.running.runner import cell_from_row, run_bench
+from metagrad.app.running.store import ResultStore
 from metagrad.app.suites import get_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +131,7 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path):
         "import sys, torch; torch.set_num_threads(1)\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_leaderboard import _tiny_runs, _quiet\n"
-        "from metagrad.app.runner import run_bench\n"
+        "from metagrad.app.running.runner import run_bench\n"
         "run_bench(_tiny_runs(), sys.argv[1], backend='serial', progress=False, log=_quiet)\n"
     )
     proc = subprocess.Popen(
@@ -217,8 +217,8 @@ def test_rows_rebuild_their_cells(tmp_path):
     results = run_bench(runs, tmp_path / "rows.jsonl", backend="serial", progress=False, log=_quiet)
     for rows in results.values():
         for row in rows:
-            suite, config, cell = cell_from_row(ResultRow.from_json(json.loads(json.dumps(row.to_json()))))
-            assert cell.key(config) == row.cell_id and suite == row.bench
+            suite, _, cell = cell_from_row(ResultRow.from_json(json.loads(json.dumps(row.to_json()))))
+            assert cell.key == row.cell_id and suite == row.bench
 
 
 def _plugin(tmp_path: Path, name: str, estimator: str) -> str:

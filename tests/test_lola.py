@@ -11,7 +11,9 @@ import torch
 
 from metagrad.agents.lola import GameConfig, LearnerConfig, play
 from metagrad.app.cli import main
-from metagrad.app.suites.ipd import IPDBenchConfig, make_ipd_cells, run_ipd_cell
+from metagrad.app.suites.ipd import IPDBenchConfig
+from metagrad.app.suites.ipd import make_cells as make_ipd_cells
+from metagrad.app.suites.ipd import run_cell as run_ipd_cell
 from metagrad.critics import CriticSpec
 from metagrad.exact import ipd_values, lola_gradient, naive_gradient
 from metagrad.lola import LolaSpec, exact_lola_target, lola_variant, sample_lola_gradients
@@ -245,7 +247,7 @@ def test_bench_cells_rows_and_keys():
     cells = make_ipd_cells(config)
     # per pair kind: 2 x 2 decomposition + 2 sweep_n + 1 + 1; off-policy on the 'run' pairs: 5 x 2
     assert len(cells) == 2 * (4 + 2 + 1 + 1) + 10
-    assert len({c.key(config) for c in cells}) == len(cells)
+    assert len({c.key for c in cells}) == len(cells)
     row = run_ipd_cell(config, cells[1])
     stored = row.to_json()
     for key in (
@@ -265,7 +267,7 @@ def test_bench_cells_rows_and_keys():
     assert again.metrics == row.metrics
     # a cell's key does not depend on the other cells of the run
     other = IPDBenchConfig(**{**TINY, "estimators": ("dice_baseline",), "sweep_n": (4, 8, 16)})
-    assert cells[0].key(config) == make_ipd_cells(other)[0].key(other)
+    assert cells[0].key == make_ipd_cells(other)[0].key
 
 
 @pytest.mark.parametrize(
@@ -301,7 +303,7 @@ def test_cli_bench_ipd_and_compare(tmp_path, capsys):
             "decomposition",
             "--estimators",
             "lvc",
-            "--out",
+            "--store",
             str(out),
             "--no-progress",
         ]

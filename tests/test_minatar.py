@@ -141,7 +141,7 @@ def test_compare_minatar_cli_writes_curves_table_and_meta_trajectories(tmp_path,
     out = tmp_path / "minatar"
     code = main(
         [
-            "compare", "minatar", "--frames", "600", "--n", "2", "--seeds", "0,1", "--workers", "1",
+            "compare", "minatar", "--frames", "600", "--num-envs", "2", "--seeds", "0,1", "--workers", "1",
             "--meta-lr", "0.05", "--out", str(out), "--no-progress",
         ]
     )  # fmt: skip

@@ -15,12 +15,13 @@ from PIL import Image
 from rowkit import synthetic_row
 from test_verdicts import _row
 
-from metagrad.app import plotting
 from metagrad.app.cli import main
-from metagrad.app.html import write_html
-from metagrad.app.leaderboard import overview, paired_ranks, write_leaderboard
-from metagrad.app.plotting import PALETTE, caption_path, series_panel
-from metagrad.app.report import output_prefix
+from metagrad.app.judging.leaderboard import overview, paired_ranks, write_leaderboard
+from metagrad.app.presenting import plotting
+from metagrad.app.presenting.html import write_html
+from metagrad.app.presenting.names import PALETTE
+from metagrad.app.presenting.plotting import caption_path, series_panel
+from metagrad.app.presenting.report import output_prefix
 
 # --------------------------------------------------------------------------------------------
 # Leaderboard

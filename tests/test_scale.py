@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from metagrad.app.backends import configure_allocator, prepare_states, run_task
 from metagrad.app.cli import main
 from metagrad.app.perf import (
     fitted_exponent,
@@ -25,7 +24,8 @@ from metagrad.app.perf import (
     reference_tabular_rollout,
     reference_tabular_tables,
 )
-from metagrad.app.runner import longest_first, peak_memory_mib
+from metagrad.app.running.backends import configure_allocator, prepare_states, run_task
+from metagrad.app.running.runner import longest_first, peak_memory_mib
 from metagrad.app.suite import _RUN_STATE
 from metagrad.app.suites import ipd as ipd_suite
 from metagrad.app.suites import tabular as tabular_suite
@@ -376,7 +376,7 @@ def test_cells_are_queued_longest_first_by_their_suite_s_estimate():
 
 def test_prepared_run_state_reaches_the_cells_without_recomputing():
     config = ipd_suite.PRESETS["quick"]
-    cell = next(c for c in ipd_suite.make_ipd_cells(config) if c.tags["pair_kind"] == "trained")
+    cell = next(c for c in ipd_suite.make_cells(config) if c.tags["pair_kind"] == "trained")
     states = prepare_states([("ipd", config, cell)])
     state = states[("ipd", config)]
     kinds = {*config.pair_kinds, *config.off_policy_pair_kinds}  # quick runs the off-policy experiment
@@ -386,13 +386,21 @@ def test_prepared_run_state_reaches_the_cells_without_recomputing():
         _RUN_STATE.pop(key, None)
     marker = [{k: v.clone() for k, v in p.items()} for p in state[("ipd_pairs", config, "trained")]]
     row = run_task("ipd", config, cell, "cpu", (), {**state, ("ipd_pairs", config, "trained"): marker})
-    assert ipd_suite._pairs(config, "trained") is marker
+    assert ipd_suite.pairs_of(config, "trained") is marker
     assert row.metrics.repeats == config.repeats
 
 
 def test_bench_prints_wall_time_summed_compute_and_peak_memory(tmp_path, capsys):
     args = ["bench", "tabular", "--preset", "quick", "--experiments", "hessian_bias", "--num-tasks", "2"]
-    args += ["--repeats", "3", "--out", str(tmp_path / "rows.jsonl"), "--no-progress", "--backend", "serial"]
+    args += [
+        "--repeats",
+        "3",
+        "--store",
+        str(tmp_path / "rows.jsonl"),
+        "--no-progress",
+        "--backend",
+        "serial",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "s wall; cell compute" in out and "(sum over the cells)" in out
@@ -408,7 +416,7 @@ def test_sweep_states_cells_carry_their_state_count_and_stay_out_of_the_default_
     config = tabular_suite.PRESETS["large_s"]
     cells = tabular_suite.make_cells(config)
     assert {c.tags["num_states"] for c in cells} == set(config.sweep_states)
-    assert len({c.key(config) for c in cells}) == len(cells)
+    assert len({c.key for c in cells}) == len(cells)
     small = tabular_suite.TabularBenchConfig(
         preset="large_s",
         objective="finite",
@@ -422,7 +430,7 @@ def test_sweep_states_cells_carry_their_state_count_and_stay_out_of_the_default_
     )
     (cell,) = tabular_suite.make_cells(small)
     row = tabular_suite.run_cell(small, cell)
-    assert row.get("num_states") == 70 and row.cell_id == cell.key(small)
+    assert row.get("num_states") == 70 and row.cell_id == cell.key
     assert math.isfinite(row.metrics.mse)
 
 

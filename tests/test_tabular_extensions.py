@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from metagrad.app.leaderboard import setting_key
-from metagrad.app.rows import ResultRow
+from metagrad.app.judging.leaderboard import setting_key
+from metagrad.app.running.rows import ResultRow
 from metagrad.app.suites import tabular
 from metagrad.derivatives import exact_derivatives
 from metagrad.mlmc import MLMC
@@ -31,7 +31,7 @@ def test_tang2021_preset_is_the_public_codes_toy_protocol():
     assert c.experiments == ("hessian_scoring",)
     cells = tabular.make_cells(c)
     assert len(cells) == 5 * 2 * len(c.ope_n)
-    assert len({cell.key(c) for cell in cells}) == len(cells)
+    assert len({cell.key for cell in cells}) == len(cells)
     # the extensions stay out of the papers' presets
     assert not set(tabular.EXTRA_EXPERIMENTS) & set(tabular.PRESETS["liu2022"].experiments)
 
@@ -65,7 +65,7 @@ def test_hessian_scoring_rows_are_paired_and_rebuild():
     config2, cell = tabular.SUITE.rebuild(ResultRow.from_json(json.loads(json.dumps(row.to_json()))))
     assert (
         config2 == config
-        and cell.spec == next(c for c in tabular.make_cells(config) if c.key(config) == row.cell_id).spec
+        and cell.spec == next(c for c in tabular.make_cells(config) if c.key == row.cell_id).spec
     )
 
 

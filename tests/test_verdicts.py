@@ -13,29 +13,25 @@ import pytest
 import torch
 from rowkit import row_json, synthetic_row
 
-from metagrad.app.claims import (
-    FAIL,
-    INCONCLUSIVE,
-    PASS,
-    exponent_interval,
-    ipd_claims,
-    power_law_exponent,
-    tabular_claims,
-)
 from metagrad.app.cli import main, parse_seeds
-from metagrad.app.leaderboard import paired_ranks, write_leaderboard
-from metagrad.app.paired import (
+from metagrad.app.judging.claims import FAIL, INCONCLUSIVE, PASS
+from metagrad.app.judging.leaderboard import paired_ranks, write_leaderboard
+from metagrad.app.judging.paired import paired_difference, probability_of_improvement, unpaired_difference
+from metagrad.app.judging.statistics import (
+    exponent_interval,
     mean_interval,
-    paired_difference,
-    probability_of_improvement,
-    unpaired_difference,
+    mean_t_half_width,
+    power_law_exponent,
+    t_intervals,
 )
-from metagrad.app.report import claims_by_seed, seed_table
-from metagrad.app.rows import ResultRow, RowError
-from metagrad.app.store import ResultStore
-from metagrad.app.suite import Cell, cell_seed
-from metagrad.app.suites.ipd import IPDBenchConfig, fifo_buffer_updates, make_ipd_cells, run_ipd_cell
-from metagrad.app.suites.tabular import TabularBenchConfig, make_cells, run_cell
+from metagrad.app.presenting.report import claims_by_seed, seed_table
+from metagrad.app.running.rows import ResultRow, RowError
+from metagrad.app.running.store import ResultStore
+from metagrad.app.suite import Cell
+from metagrad.app.suites.ipd import IPDBenchConfig, fifo_buffer_updates, ipd_claims
+from metagrad.app.suites.ipd import make_cells as make_ipd_cells
+from metagrad.app.suites.ipd import run_cell as run_ipd_cell
+from metagrad.app.suites.tabular import TabularBenchConfig, make_cells, run_cell, tabular_claims
 from metagrad.critics import CriticSpec
 from metagrad.decomposed import MetaGradientSpec, exact_meta_gradient, sample_meta_gradients
 from metagrad.envs import random_task
@@ -74,8 +70,8 @@ def test_a_copy_of_an_estimator_scores_bit_identically(dice_copy):
     )
     cells = [c for c in make_cells(config) if c.experiment == "decomposition" and c.estimator != "exact"]
     assert [c.estimator for c in cells] == ["dice", dice_copy]
-    assert cells[0].key(config) != cells[1].key(config)  # two cells ...
-    assert cells[0].pairing(config) == cells[1].pairing(config)  # ... of one setting
+    assert cells[0].key != cells[1].key  # two cells ...
+    assert cells[0].pairing == cells[1].pairing  # ... of one setting
     a, b = (run_cell(config, c) for c in cells)
     assert a.metrics == b.metrics and a.per_task == b.per_task
 
@@ -149,8 +145,8 @@ def test_paired_comparison_is_tighter_than_unpaired():
         unpaired = unpaired_difference(pg, lvc, metric)
         assert paired.estimate == pytest.approx(unpaired.estimate)
         assert paired.high - paired.low < unpaired.high - unpaired.low, metric
-    other = dataclasses.replace(pg_cell, tags={"independent": 1})
-    assert cell_seed(config, other) != cell_seed(config, pg_cell)
+    other = dataclasses.replace(pg_cell, tags={"independent": 1}).bind(config)
+    assert other.seed != pg_cell.seed
     with pytest.raises(ValueError, match="not paired"):
         paired_difference(run_cell(config, other), lvc)
 
@@ -507,7 +503,7 @@ def test_off_policy_cells_share_their_fresh_episodes():
     )
     cells = make_ipd_cells(config)
     assert len(cells) == 10 and {c.tags["pair_kind"] for c in cells} == {"run"}
-    assert len({c.pairing(config) for c in cells}) == 2  # one setting per outer stage (exact, sampled)
+    assert len({c.pairing for c in cells}) == 2  # one setting per outer stage (exact, sampled)
     assert {(c.estimator, c.extra["replay"], c.extra["baseline"]) for c in cells} == {
         ("dice_baseline", 0, "per_step"),
         ("off_policy_dice", 0, "cumulative"),
@@ -630,3 +626,18 @@ def test_cell_budget_fields_round_trip():
     rebuilt_config, rebuilt = get_suite("tabular").rebuild(row)
     assert rebuilt == cell and rebuilt_config == config
     assert isinstance(rebuilt, Cell)
+
+
+def test_student_t_intervals_of_the_one_statistics_module_agree():
+    """Per-component intervals at a family-wise level (Bonferroni) and a mean over seeds with NaN
+    runs left out are the same Student-t intervals as :func:`mean_interval`'s."""
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, low, high, _ = t_intervals(x, alpha=0.05)
+    for j in range(3):
+        ref = mean_interval(x[:, j].numpy(), confidence=1 - 0.05 / 3)
+        assert float(mean[j]) == pytest.approx(ref.estimate, rel=1e-12)
+        assert float(low[j]) == pytest.approx(ref.low, rel=1e-10)
+        assert float(high[j]) == pytest.approx(ref.high, rel=1e-10)
+    m, half, n = mean_t_half_width([1.0, 2.0, math.nan, 4.0])
+    ref = mean_interval(np.array([1.0, 2.0, 4.0]))
+    assert n == 3 and m == pytest.approx(ref.estimate) and half == pytest.approx(ref.high - ref.estimate)

@@ -10,14 +10,37 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Option", "OptionKind", "parse_value"]
+__all__ = ["Option", "OptionKind", "collect_overrides", "parse_seeds", "parse_value"]
 
-OptionKind = Literal["int", "float", "str", "names", "ints"]
+OptionKind = Literal["int", "float", "str", "names", "ints", "seeds"]
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
+    """Run seeds from ``"0-4"``, ``"0,2,5"`` or ``"0-2,7"`` (in order, without repeats); bad
+    text raises ``ValueError`` naming ``flag``."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            low, _, high = part.partition("-") if not part.startswith("-") else (part, "", "")
+            first, last = int(low), int(high) if high else int(low)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            seeds += [s for s in range(first, last + 1) if s not in seeds]
+    except ValueError as exc:
+        raise ValueError(f"{flag}: expected e.g. 0-4 or 0,1,2 (seeds >= 0), got {text!r}") from exc
+    if not seeds:
+        raise ValueError(f"{flag}: no seeds in {text!r}")
+    return tuple(seeds)
 
 
 def parse_value(kind: OptionKind, flag: str, text: str) -> Any:
-    """The value of ``--flag text``: an int, a float, a string, or a comma-separated tuple of
-    names (``names``) or integers (``ints``); bad text raises ``ValueError`` naming the flag."""
+    """The value of ``--flag text``: an int, a float, a string, a comma-separated tuple of
+    names (``names``) or integers (``ints``), or run seeds with ranges (``seeds``: ``0-4``,
+    ``0,1,2``, :func:`parse_seeds`); bad text raises ``ValueError`` naming the flag."""
+    if kind == "seeds":
+        return parse_seeds(text, flag)
     try:
         if kind == "int":
             return int(text)

@@ -1,4 +1,5 @@
-"""Throughput benchmarks (run by ``metagrad perf``; never a timed test)."""
+"""Throughput benchmarks (run by ``metagrad perf``, :mod:`metagrad.app.cli.perf`; never a timed
+test)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -18,11 +20,10 @@ from metagrad.agents.a2c import A2CAgent, A2CConfig
 from metagrad.agents.lola import GameConfig, LearnerConfig, MemoryOneLearner, iteration_gradients
 from metagrad.agents.maml import MAMLConfig, MAMLLearner
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
-from metagrad.app.compare.atari import make_sb3_agent, sb3_vec_env
-from metagrad.app.runner import peak_memory_mib
+from metagrad.app.compare.atari import close_env, make_sb3_agent, sb3_vec_env
+from metagrad.app.running.runner import peak_memory_mib
 from metagrad.app.suite import Cell
-from metagrad.app.suites.tabular import TabularBenchConfig, run_cell
-from metagrad.app.suites.tabular import _tasks as tabular_tasks
+from metagrad.app.suites.tabular import TabularBenchConfig, cached_tasks, run_cell
 from metagrad.critics import CriticSpec
 from metagrad.decomposed import MetaGradientSpec
 from metagrad.envs.ipd import STATE_SWAP, IPDTrajectory, get_game, ipd_rollout
@@ -35,7 +36,7 @@ from metagrad.envs.tabular import (
     random_task,
     rollout,
 )
-from metagrad.validation import check_int
+from metagrad.validation import check_choice, check_int
 
 __all__ = [
     "TRAINING_AGENTS",
@@ -239,7 +240,7 @@ def sb3_env_throughput(
     frame stack, or the MinAtar Gymnasium env) under random actions."""
     env = sb3_vec_env(game, num_envs, seed)
     rng = np.random.default_rng(seed)
-    n = int(env.action_space.n)
+    n = int(getattr(env.action_space, "n"))  # noqa: B009 (a Discrete space)
     try:
         env.reset()
         seconds = steps * _seconds_per_call(
@@ -273,17 +274,16 @@ def training_throughput(
     frames = chunk_steps * game_config(game, num_envs=1).frame_skip
     env_config = game_config(game, num_envs=num_envs)
     a2c = A2CConfig(num_envs=num_envs)
-    trainers: dict[str, Callable[[], None]] = {}
+    trainers: dict[str, Callable[[], object]] = {}
     closers: list[Callable[[], None]] = []
     try:
         for agent in agents:
             if agent.startswith("sb3_"):
                 model = make_sb3_agent(agent, game, num_envs, seed, device)
-                closers.append(model.get_env().close)
-                steps = chunk_steps
-
-                def train(model=model, steps=steps) -> None:
-                    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+                closers.append(functools.partial(close_env, model))
+                train: Callable[[], object] = functools.partial(
+                    model.learn, total_timesteps=chunk_steps, reset_num_timesteps=False
+                )
 
             else:
                 runner = (
@@ -297,9 +297,7 @@ def training_throughput(
                     )
                 )
                 closers.append(runner.close)
-
-                def train(runner=runner) -> None:
-                    runner.train(frames)
+                train = functools.partial(runner.train, frames)
 
             trainers[agent] = train
         for train in trainers.values():  # warm-up
@@ -508,6 +506,7 @@ def _ceiling_job(
     job: str, num_episodes: int, device: str, seed: int
 ) -> tuple[Callable[[], object], Callable[[], object], int]:
     """``(engine call, reference call, env steps per call)`` of one ceiling job."""
+    check_choice("jobs", job, ("tabular_float32", "tabular_float64", "ipd"), what="job")
     gen = torch.Generator(device=device).manual_seed(seed)
     if job in ("tabular_float32", "tabular_float64"):
         task = random_task()
@@ -521,18 +520,16 @@ def _ceiling_job(
             functools.partial(reference_tabular_rollout, task, logits, num_episodes, tables, generator=gen),
             num_episodes * task.horizon,
         )
-    if job == "ipd":
-        init = torch.Generator().manual_seed(seed)
-        theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
-        theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
-        return (
-            torch.no_grad()(functools.partial(ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)),
-            torch.no_grad()(
-                functools.partial(reference_ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)
-            ),
-            num_episodes * 100,
-        )
-    raise ValueError(f"jobs: unknown job {job!r}; known: tabular_float32, tabular_float64, ipd")
+    init = torch.Generator().manual_seed(seed)  # the ipd job
+    theta1 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+    theta2 = torch.randn(5, generator=init, dtype=torch.float64).to(device)
+    return (
+        torch.no_grad()(functools.partial(ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)),
+        torch.no_grad()(
+            functools.partial(reference_ipd_rollout, theta1, theta2, num_episodes, 100, generator=gen)
+        ),
+        num_episodes * 100,
+    )
 
 
 def ceiling_ratios(
@@ -603,9 +600,9 @@ def large_s_cell_time(
     spec = MetaGradientSpec.from_combination(
         combination, estimator, n, inner_steps=1, inner_lr=config.inner_lr, objective="finite", critic=critic
     )
-    cell = Cell("decomposition", estimator, spec, n)
+    cell = Cell("decomposition", estimator, spec, n).bind(config)
     start = time.perf_counter()
-    tabular_tasks(config)  # the run's tasks, drawn once per process (cached for run_cell)
+    cached_tasks(config)  # the run's tasks, drawn once per process (cached for run_cell)
     tasks_s = time.perf_counter() - start
     cpu = time.process_time()
     row = run_cell(config, cell, device)
@@ -635,7 +632,7 @@ def fitted_exponent(sizes: list[float], seconds: list[float]) -> float:
 
 def large_s_timings(
     states: tuple[int, ...] = (100, 200, 500, 1000, 2000), *, device: str = "cpu", **kwargs: object
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """:func:`large_s_cell_time` at every S in ``states`` and the fitted growth exponents of the
     cell's CPU time (``exponent``; on CUDA its wall time) and wall time (``exponent_wall``) in S,
     over the sizes >= 100."""

@@ -7,20 +7,24 @@ recipe with the config fields that define its tasks, budget and seed (``config.C
 never its position in the run, so a cell can be recomputed alone with the same numbers.
 
 **Common random numbers.** A cell's randomness is seeded from its *setting*, never from its
-estimator (:func:`cell_seed`, :meth:`Cell.pairing`): the recipe with every field that names the
+estimator (:attr:`Cell.pairing`, :attr:`Cell.seed`): the recipe with every field that names the
 estimator (``estimator``, its ``params``, ``replay``, ``critic``: :data:`ESTIMATOR_FIELDS`) blanked,
 plus the config fields, tags and repeats. Every estimator scored on one setting therefore sees the
 same tasks, trajectories and critic noise (the library splits one generator into independent
 streams, :class:`metagrad.decomposed.RandomStreams`, so what one estimator draws and another does
 not never shifts the shared draws), and the same function registered under two names scores
-bit-identically. Rows record the pairing key (``cell["pairing"]``) and per-task metrics
-(``per_task``), from which :mod:`metagrad.app.paired` computes paired differences.
+bit-identically. A cell's key, pairing key and seed are computed once, where the cell is made
+(:meth:`Cell.bind`, called by every suite's ``make_cells``), from :mod:`metagrad.seeding`. Rows
+record the pairing key (``cell["pairing"]``) and per-task metrics (``per_task``), from which
+:mod:`metagrad.app.judging.paired` computes paired differences.
 
-A *suite* (:class:`Suite`) bundles everything the runner, the CLI, ``metagrad list``, the
-leaderboard and the report need: presets, the cells of a run, the cell scorer, its outputs
-(plots, summary, claims), its CLI options and the row fields that define a setting. Adding a
-suite is one module exporting ``SUITE = Suite(...)`` plus one line in
-:mod:`metagrad.app.suites`.
+A *suite* (:class:`Suite`, generic in its config type) bundles everything the runner, the CLI,
+``metagrad list``, the leaderboard and the report need, under the same hook names in every suite:
+presets and ``describe_preset``, ``make_cells``, ``run_cell``, ``write_figures``,
+``write_summary``, ``claims``, ``cost``, ``memory_estimate``, ``prepare``, its CLI options and the
+row fields that define a setting. Adding a suite is one package ``metagrad/app/suites/<name>/``
+exporting ``SUITE = Suite(...)`` plus one line in :mod:`metagrad.app.suites` (README, "Adding a
+suite").
 """
 
 from __future__ import annotations
@@ -30,28 +34,31 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 
-from metagrad.app.claims import Claim
-from metagrad.app.memory import MemoryEstimate
+from metagrad.app.judging.claims import Claim
 from metagrad.app.options import Option
-from metagrad.app.provenance import config_hash, provenance
-from metagrad.app.rows import ResultRow
+from metagrad.app.running.memory import MemoryEstimate
+from metagrad.app.running.provenance import provenance
+from metagrad.app.running.rows import ResultRow
 from metagrad.critics import CriticSpec
 from metagrad.scoring import Score, score, task_metrics
+from metagrad.seeding import cell_seed, digest
 from metagrad.staged import StageSpec
+from metagrad.validation import check_choice
 
 __all__ = [
     "ESTIMATOR_FIELDS",
     "STAGED_SPEC_FIELDS",
     "BenchConfig",
     "Cell",
+    "ConfigT",
     "Option",
     "Recipe",
     "Suite",
-    "cell_seed",
+    "bind_cells",
     "common_options",
     "dataclass_from_dict",
     "install_run_state",
@@ -94,11 +101,25 @@ class BenchConfig(Protocol):
     """What the runner needs of a suite's config dataclass (frozen; recorded in every row)."""
 
     CELL_FIELDS: ClassVar[tuple[str, ...]]
-    preset: str
-    env: str
-    seed: int
-    repeats: int
-    experiments: tuple[str, ...]
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def preset(self) -> str: ...
+
+    @property
+    def env(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def repeats(self) -> int: ...
+
+    @property
+    def experiments(self) -> tuple[str, ...]: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=BenchConfig)
 
 
 class Recipe(Protocol):
@@ -114,7 +135,12 @@ class Cell:
     (not part of the key), tags (part of the key, e.g. ``{"pair_kind": "random"}``), the
     estimates per task (``repeats``; 0: the config's) and the number of tasks (``tasks``; 0: the
     config's; a suite's tasks are the same for every count, so a cell with fewer tasks scores the
-    first ones of a cell with more)."""
+    first ones of a cell with more).
+
+    ``key`` (the cell's identity), ``pairing`` (the key of its setting) and ``seed`` (of its
+    random numbers) are computed once, by :meth:`bind`, where the cell is made; a suite's
+    ``make_cells`` returns bound cells, and a copy with other fields (``dataclasses.replace``)
+    must be bound again."""
 
     experiment: str
     estimator: str
@@ -124,6 +150,10 @@ class Cell:
     tags: dict[str, Any] = field(default_factory=dict)
     repeats: int = 0
     tasks: int = 0
+    # set by bind() only: a copy made with dataclasses.replace is unbound again (never stale)
+    key: str = field(default="", init=False)
+    pairing: str = field(default="", init=False)
+    seed: int = field(default=-1, init=False)
 
     def _payload(self, config: BenchConfig, spec: Any) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -138,15 +168,24 @@ class Cell:
             payload["tasks"] = self.tasks
         return payload
 
-    def key(self, config: BenchConfig) -> str:
-        """The cell's identity: config fields, experiment, recipe, tags, repeats."""
-        return config_hash({**self._payload(config, self.spec.to_dict()), "experiment": self.experiment})
+    def bind(self, config: BenchConfig) -> Cell:
+        """This cell with its ``key`` (config fields, experiment, recipe, tags, repeats), its
+        ``pairing`` key (the same without the experiment and with the recipe's estimator blanked,
+        :func:`setting_only`: cells with the same pairing key share their random numbers) and its
+        ``seed`` (:func:`metagrad.seeding.cell_seed` of the pairing key and the run seed)."""
+        recipe = self.spec.to_dict()
+        key = digest({**self._payload(config, recipe), "experiment": self.experiment})
+        pairing = digest(self._payload(config, setting_only(recipe)))
+        cell = dataclasses.replace(self)
+        object.__setattr__(cell, "key", key)
+        object.__setattr__(cell, "pairing", pairing)
+        object.__setattr__(cell, "seed", cell_seed(config.seed, pairing))
+        return cell
 
-    def pairing(self, config: BenchConfig) -> str:
-        """The key of the cell's setting (config fields, tags, budget and its recipe without the
-        estimator, see :func:`setting_only`): cells with the same pairing key share their random
-        numbers."""
-        return config_hash(self._payload(config, setting_only(self.spec.to_dict())))
+    @property
+    def bound(self) -> bool:
+        """Whether :meth:`bind` gave the cell its key, pairing key and seed."""
+        return bool(self.key)
 
     def estimates(self, config: BenchConfig) -> int:
         """Estimates per task: ``repeats`` or the config's."""
@@ -154,10 +193,12 @@ class Cell:
 
     def num_tasks(self, config: Any) -> int:
         """Tasks scored: ``tasks`` or the config's ``num_tasks``."""
-        return self.tasks or config.num_tasks
+        return self.tasks or int(config.num_tasks)
 
-    def describe(self, config: BenchConfig) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The cell's own description in a row (with the config, enough to rebuild it)."""
+        if not self.bound:
+            raise ValueError(f"cell {self.experiment}/{self.estimator}: not bound to a config (Cell.bind)")
         return {
             "experiment": self.experiment,
             "estimator": self.estimator,
@@ -166,8 +207,13 @@ class Cell:
             "tags": dict(self.tags),
             "repeats": self.repeats,
             "tasks": self.tasks,
-            "pairing": self.pairing(config),
+            "pairing": self.pairing,
         }
+
+
+def bind_cells(config: BenchConfig, cells: list[Cell]) -> list[Cell]:
+    """``cells`` bound to ``config`` (:meth:`Cell.bind`), in order: the end of every ``make_cells``."""
+    return [cell.bind(config) for cell in cells]
 
 
 _RUN_STATE: dict[Any, Any] = {}
@@ -184,12 +230,6 @@ def run_state(key: Any, build: Callable[[], Any]) -> Any:
 def install_run_state(state: Mapping[Any, Any]) -> None:
     """Make ``state`` (from a suite's ``prepare``) what :func:`run_state` returns in this process."""
     _RUN_STATE.update(state)
-
-
-def cell_seed(config: BenchConfig, cell: Cell) -> int:
-    """The seed of a cell's randomness: its setting's key (:meth:`Cell.pairing`, never the
-    estimator) mixed with the run seed."""
-    return int(cell.pairing(config), 16) % (2**62) + config.seed
 
 
 def scored_row(
@@ -209,7 +249,7 @@ def scored_row(
     setting, so paired cells resample the same repeats) and build the cell's row with its
     per-task metrics (:func:`metagrad.scoring.task_metrics`, plus the suite's ``per_task``
     extras, ``[N]`` each); ``started`` is the ``time.perf_counter()`` at the cell's start."""
-    metrics = score(samples, exact, generator=torch.Generator().manual_seed(cell_seed(config, cell)))
+    metrics = score(samples, exact, generator=torch.Generator().manual_seed(cell.seed))
     tasks = {**task_metrics(samples, exact), **(per_task or {})}
     return make_row(
         bench,
@@ -240,7 +280,7 @@ def make_row(
     cell's tags and extra fields), cost, metrics, per-task metrics, then what rebuilds it and
     provenance."""
     return ResultRow(
-        cell_id=cell.key(config),
+        cell_id=cell.key,
         bench=bench,
         env=config.env,
         preset=config.preset,
@@ -252,8 +292,8 @@ def make_row(
         metrics=metrics,
         wall_s=wall_s,
         spec=cell.spec.to_dict(),
-        cell=cell.describe(config),
-        config=dataclasses.asdict(config),  # type: ignore[call-overload]
+        cell=cell.describe(),
+        config=dataclasses.asdict(config),
         provenance=provenance(device),
         per_task=dict(per_task or {}),
     )
@@ -266,10 +306,7 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], nested: Mapping[str,
     dataclasses of nested fields (e.g. ``{"inner": StageSpec}``). Unknown keys raise.
     """
     nested = nested or {}
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    check_choice(cls.__name__, tuple(data), [f.name for f in dataclasses.fields(cls) if f.init])
 
     def convert(value: Any) -> Any:
         if isinstance(value, list):
@@ -295,9 +332,13 @@ def common_options(*, estimators: tuple[str, ...] = ("estimators",)) -> tuple[Op
     )
 
 
+def _no_claims(rows: list[ResultRow]) -> list[Claim]:
+    return []
+
+
 @dataclass(frozen=True)
-class Suite:
-    """One benchmark family (see the module docstring).
+class Suite(Generic[ConfigT]):
+    """One benchmark family (see the module docstring), generic in its config type ``ConfigT``.
 
     Attributes:
         name: the CLI name (``metagrad bench NAME``) and the rows' ``bench`` field.
@@ -308,66 +349,65 @@ class Suite:
             ``(spec_class, spec_nested)``.
         presets, default_preset: named configs.
         experiments: the experiment names a config may select.
-        make_cells: ``config -> [Cell]`` in a fixed order.
-        score_cell: ``(config, cell, device) -> ResultRow``, callable in any process.
-        write_plots: ``(rows, folder, stem) -> [paths]``; write_summary: ``(rows, path, seconds)``.
-        claims: ``rows -> [Claim]``, the paper's claims this suite's rows speak to.
         options: its ``metagrad bench`` options.
         setting_fields: row fields that, with bench, preset and experiment, define a setting
             (what the leaderboard compares estimators on).
-        describe_preset: ``config -> str``, one line for ``metagrad list presets``.
         in_default_run: part of plain ``metagrad bench`` (with its default preset).
-        memory_estimate: ``(config, cell) -> MemoryEstimate`` of a cell's peak memory, checked
-            before a run starts (None: not estimated).
-        cost: ``(config, cell) -> float``, the cell's expected compute in seconds, roughly (from
-            its episodes x horizon x tasks x repeats and its exact stages; only the order across
-            the suites of a run matters): the runner starts the longest cells first. ``None``:
-            unknown (run first).
-        prepare: ``config -> {key: value}``, per-run state every cell of ``config`` reads
-            through :func:`run_state` (e.g. trained policy pairs): the runner computes it once,
-            in its own process while the workers start, and hands it to them.
+
+    Hooks (the same names in every suite; the modules of ``metagrad/app/suites/<name>/``):
+        describe_preset (``config.py``): ``config -> str``, one line for ``metagrad list presets``.
+        make_cells (``cells.py``): ``config -> [Cell]`` in a fixed order, bound
+            (:func:`bind_cells`).
+        run_cell (``run.py``): ``(config, cell, device) -> ResultRow``, callable in any process.
+        prepare (``run.py``, optional): ``config -> {key: value}``, per-run state every cell of
+            ``config`` reads through :func:`run_state` (e.g. trained policy pairs): the runner
+            computes it once, in its own process while the workers start, and hands it to them.
+        write_figures (``figures.py``): ``(rows, folder, stem) -> [paths]``.
+        write_summary (``summary.py``): ``(rows, path, seconds) -> path``.
+        claims (``claims.py``): ``rows -> [Claim]``, the paper's claims this suite's rows speak to.
+        cost (``cost.py``, optional): ``(config, cell) -> float``, the cell's expected compute in
+            seconds, roughly (only the order across the suites of a run matters): the runner
+            starts the longest cells first. ``None``: unknown (run first).
+        memory_estimate (``cost.py``, optional): ``(config, cell) -> MemoryEstimate`` of a cell's
+            peak memory, checked before a run starts (None: not estimated).
     """
 
     name: str
     summary: str
-    config_class: type
+    config_class: type[ConfigT]
     spec_class: type
-    presets: Mapping[str, Any]
+    presets: Mapping[str, ConfigT]
     default_preset: str
     experiments: tuple[str, ...]
-    make_cells: Callable[[Any], list[Cell]]
-    score_cell: Callable[[Any, Cell, str], ResultRow]
-    write_plots: Callable[[list[ResultRow], Path, str], list[Path]]
+    make_cells: Callable[[ConfigT], list[Cell]]
+    run_cell: Callable[[ConfigT, Cell, str], ResultRow]
+    write_figures: Callable[[list[ResultRow], Path, str], list[Path]]
     write_summary: Callable[[list[ResultRow], Path, float | None], Path]
     options: tuple[Option, ...]
     setting_fields: tuple[str, ...]
-    describe_preset: Callable[[Any], str]
-    claims: Callable[[list[ResultRow]], list[Claim]] = lambda rows: []
+    describe_preset: Callable[[ConfigT], str]
+    claims: Callable[[list[ResultRow]], list[Claim]] = _no_claims
     spec_nested: Mapping[str, type] = field(default_factory=dict)
     in_default_run: bool = False
     experiment_specs: Mapping[str, tuple[type, Mapping[str, type]]] = field(default_factory=dict)
-    memory_estimate: Callable[[Any, Cell], MemoryEstimate] | None = None
-    cost: Callable[[Any, Cell], float] | None = None
-    prepare: Callable[[Any], dict[Any, Any]] | None = None
+    memory_estimate: Callable[[ConfigT, Cell], MemoryEstimate] | None = None
+    cost: Callable[[ConfigT, Cell], float] | None = None
+    prepare: Callable[[ConfigT], dict[Any, Any]] | None = None
 
     def __post_init__(self) -> None:
-        if self.default_preset not in self.presets:
-            raise ValueError(f"{self.name}: default_preset {self.default_preset!r} is not a preset")
+        check_choice("default_preset", self.default_preset, self.presets, where=self.name)
 
-    def config(self, preset: str | None = None, **overrides: Any) -> Any:
+    def config(self, preset: str | None = None, **overrides: Any) -> ConfigT:
         """A run config: ``preset`` (default: the suite's) with ``overrides`` (validated)."""
         preset = preset or self.default_preset
-        if preset not in self.presets:
-            raise ValueError(
-                f"preset: unknown preset {preset!r} for {self.name}; known: {sorted(self.presets)}"
-            )
+        check_choice("preset", preset, self.presets, what="preset", where=self.name)
         return dataclasses.replace(self.presets[preset], **overrides)
 
     def option(self, dest: str) -> Option | None:
         """This suite's option with argparse destination ``dest`` (None if it has none)."""
         return next((o for o in self.options if o.dest == dest), None)
 
-    def rebuild(self, row: ResultRow) -> tuple[Any, Cell]:
+    def rebuild(self, row: ResultRow) -> tuple[ConfigT, Cell]:
         """``(config, cell)`` that reproduce a stored row (checked against its ``cell_id``)."""
         config = dataclass_from_dict(self.config_class, row.config)
         spec_class, nested = self.experiment_specs.get(row.experiment, (self.spec_class, self.spec_nested))
@@ -382,7 +422,7 @@ class Suite:
             dict(desc["tags"]),
             int(desc.get("repeats", 0)),
             int(desc.get("tasks", 0)),
-        )
-        if cell.key(config) != row.cell_id:
-            raise ValueError(f"row {row.cell_id}: the rebuilt cell hashes to {cell.key(config)}")
+        ).bind(config)
+        if cell.key != row.cell_id:
+            raise ValueError(f"row {row.cell_id}: the rebuilt cell hashes to {cell.key}")
         return config, cell

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from metagrad.app.compare import atari, ipd, maml, minatar
 from metagrad.app.compare.comparison import Comparison
+from metagrad.registry import Registry
 
 __all__ = ["COMPARISONS", "Comparison", "get_comparison"]
 
-COMPARISONS: dict[str, Comparison] = {
-    c.name: c for c in (ipd.COMPARISON, maml.COMPARISON, atari.COMPARISON, minatar.COMPARISON)
-}
+COMPARISONS: Registry[Comparison] = Registry("comparison")
+for _comparison in (ipd.COMPARISON, maml.COMPARISON, atari.COMPARISON, minatar.COMPARISON):
+    COMPARISONS.register(_comparison.name, _comparison)
 
 
 def get_comparison(name: str) -> Comparison:
-    """The registered comparison ``name``; an unknown name raises ``ValueError``."""
-    if name not in COMPARISONS:
-        raise ValueError(f"compare: unknown {name!r}; known: {sorted(COMPARISONS)}")
+    """The registered comparison ``name``; an unknown name raises ``ValueError`` listing them."""
     return COMPARISONS[name]

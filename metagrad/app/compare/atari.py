@@ -4,9 +4,10 @@ code, on MinAtar: :mod:`metagrad.app.compare.minatar`).
 Agents (16 games x 5-step rollouts by default):
 
 * ``sb3_a2c``: stable-baselines3's A2C (ALE: its own Atari wrappers, ``make_atari_env`` +
-  ``VecFrameStack(4)``, RL Zoo settings: entropy 0.01, value 0.25, RMSprop 7e-4; MinAtar: the
+  ``VecFrameStack(4)``, the RL Zoo's Atari settings as the README states them: entropy 0.01,
+  value 0.25, RMSprop 7e-4; MinAtar: the
   MinAtar network and the suite's A2C settings), the reference;
-* ``sb3_ppo``: stable-baselines3's PPO at the RL Zoo Atari settings (128 steps per env, 4 epochs,
+* ``sb3_ppo``: stable-baselines3's PPO at the RL Zoo's Atari settings (128 steps per env, 4 epochs,
   minibatches of 256, lr 2.5e-4, clip 0.1, entropy 0.01, GAE 0.95);
 * ``a2c``: the suite's A2C (:mod:`metagrad.agents.a2c`);
 * ``mgrl_pg``: MGRL with the plain policy-gradient inner surrogate (common MGRL code);
@@ -41,7 +42,6 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 import torch
-from scipy import stats
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -52,19 +52,20 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from metagrad.agents.a2c import A2CAgent, A2CConfig, minatar_cnn_torso
 from metagrad.agents.mgrl import MGRLAgent, MGRLConfig
 from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.judging.statistics import mean_t_half_width
 from metagrad.app.options import Option
-from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
-from metagrad.app.plotting import curves_panel, new_figure, save_figure
-from metagrad.app.progress import progress_bar
-from metagrad.app.provenance import run_metadata
+from metagrad.app.presenting.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.presenting.plotting import curves_panel, new_figure, save_figure
+from metagrad.app.running.progress import progress_bar
+from metagrad.app.running.provenance import run_metadata
 from metagrad.envs.atari import BACKENDS, rom_id
 from metagrad.envs.minatar import game_config, is_minatar, minatar_gym_env
-from metagrad.validation import check_int_fields, check_real, check_seed
+from metagrad.validation import check_choice, check_int_fields, check_real, check_seed
 
 __all__ = [
     "AGENTS",
     "AtariCompareConfig",
-    "ci_over_seeds",
+    "close_env",
     "make_sb3_agent",
     "run_atari_agent",
     "run_atari_compare",
@@ -98,17 +99,14 @@ class AtariCompareConfig:
             raise ValueError("games, seeds: give at least one")
         for game in self.games:
             game_config(game, num_envs=1)
-        unknown = [a for a in self.agents if a not in AGENTS]
-        if unknown or not self.agents:
-            raise ValueError(f"agents: unknown {unknown}; known: {AGENTS}")
-        if not self.seeds or not self.games:
-            raise ValueError("games, seeds: give at least one")
+        check_choice("agents", self.agents, AGENTS)
+        if not self.agents:
+            raise ValueError("agents: give at least one")
         for seed in self.seeds:
             check_seed("seeds", seed)
         check_int_fields(self, ("frames", "num_envs", "inner_steps", "curve_points", "workers"), 1)
         check_real("meta_lr", self.meta_lr, minimum=0.0, open_min=True)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        check_choice("backend", self.backend, BACKENDS)
 
 
 class _Curve:
@@ -159,8 +157,7 @@ def sb3_vec_env(game: str, num_envs: int, seed: int) -> VecEnv:
 
 def make_sb3_agent(agent: str, game: str, num_envs: int, seed: int, device: str = "cpu") -> BaseAlgorithm:
     """``sb3_a2c`` or ``sb3_ppo`` on :func:`sb3_vec_env` (see the module docstring for settings)."""
-    if agent not in ("sb3_a2c", "sb3_ppo"):
-        raise ValueError(f"agent: expected sb3_a2c or sb3_ppo, got {agent!r}")
+    check_choice("agent", agent, ("sb3_a2c", "sb3_ppo"))
     env = sb3_vec_env(game, num_envs, seed)
     minatar = is_minatar(game)
     policy = "MlpPolicy" if minatar else "CnnPolicy"
@@ -178,6 +175,13 @@ def make_sb3_agent(agent: str, game: str, num_envs: int, seed: int, device: str 
         policy, env, n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1,
         ent_coef=0.01, vf_coef=0.5, gae_lambda=0.95, **kwargs,
     )  # fmt: skip
+
+
+def close_env(model: BaseAlgorithm) -> None:
+    """Close the vector env of an SB3 model (if it has one)."""
+    env = model.get_env()
+    if env is not None:
+        env.close()
 
 
 class _Scores(BaseCallback):
@@ -226,7 +230,7 @@ def run_atari_agent(
             skip = _frame_skip(game)
             model.learn(total_timesteps=config.frames // skip, callback=_Scores(report, skip))
         finally:
-            model.get_env().close()
+            close_env(model)
     else:
         env_config = game_config(game, num_envs=config.num_envs, backend=config.backend)
         a2c = A2CConfig(num_envs=config.num_envs)
@@ -333,10 +337,10 @@ def run_atari_compare(
         _plot_game(rows, config, game, out, name)
     unfinished = [r for r in rows if not r["episodes"]]
     if unfinished:
-        runs = ", ".join(f"{r['agent']} on {r['game']} (seed {r['seed']})" for r in unfinished)
+        names = ", ".join(f"{r['agent']} on {r['game']} (seed {r['seed']})" for r in unfinished)
         print(
             f"metagrad: warning: {len(unfinished)} run(s) finished no game in {config.frames} frames, so "
-            f"they have no score (the table says 'no game finished'): {runs}; raise --frames",
+            f"they have no score (the table says 'no game finished'): {names}; raise --frames",
             file=sys.stderr,
         )
     return rows
@@ -345,18 +349,6 @@ def run_atari_compare(
 # ---------------------------------------------------------------------------------------------
 # Tables and plots
 # ---------------------------------------------------------------------------------------------
-
-
-def ci_over_seeds(values: list[float], confidence: float = 0.95) -> tuple[float, float, int]:
-    """Mean and Student-t half-width of the ``confidence`` interval over seeds (nan half-width
-    for fewer than two values), ignoring nan values; returns ``(mean, half_width, n)``."""
-    v = np.asarray([x for x in values if x == x], dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan"), 0
-    if v.size < 2:
-        return float(v.mean()), float("nan"), 1
-    half = stats.t.ppf((1 + confidence) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return float(v.mean()), float(half), int(v.size)
 
 
 def _fmt(mean: float, half: float, n: int, total: int, digits: int = 2) -> str:
@@ -393,11 +385,11 @@ def _write_table(rows: list[dict], config: AtariCompareConfig, path: Path) -> No
             rs = [r for r in rows if r["game"] == game and r["agent"] == agent]
             if not rs:
                 continue
-            final = _fmt(*ci_over_seeds([r["final_score"] for r in rs]), n_seeds)
-            auc = _fmt(*ci_over_seeds([_curve_mean(r) for r in rs]), n_seeds)
+            final = _fmt(*mean_t_half_width([r["final_score"] for r in rs]), n_seeds)
+            auc = _fmt(*mean_t_half_width([_curve_mean(r) for r in rs]), n_seeds)
             metas = [r["final_meta"] for r in rs if r.get("final_meta")]
-            gamma = _fmt(*ci_over_seeds([m["gamma"] for m in metas]), n_seeds, 4) if metas else "-"
-            lam = _fmt(*ci_over_seeds([m["lambda"] for m in metas]), n_seeds, 4) if metas else "-"
+            gamma = _fmt(*mean_t_half_width([m["gamma"] for m in metas]), n_seeds, 4) if metas else "-"
+            lam = _fmt(*mean_t_half_width([m["lambda"] for m in metas]), n_seeds, 4) if metas else "-"
             lines.append(
                 f"| {game} | {agent} | {final} | {auc} | {sum(r['episodes'] for r in rs)} "
                 f"| {np.mean([r['frames_per_s'] for r in rs]):.0f} "
@@ -432,19 +424,23 @@ def _mgrl_lines(rows: list[dict], config: AtariCompareConfig) -> list[str]:
         ]
         if not pairs:
             continue
-        final = _fmt(*ci_over_seeds([q["final_score"] - p["final_score"] for p, q in pairs]), n_seeds)
-        auc = _fmt(*ci_over_seeds([_curve_mean(q) - _curve_mean(p) for p, q in pairs]), n_seeds)
+        final = _fmt(*mean_t_half_width([q["final_score"] - p["final_score"] for p, q in pairs]), n_seeds)
+        auc = _fmt(*mean_t_half_width([_curve_mean(q) - _curve_mean(p) for p, q in pairs]), n_seeds)
 
         def moved(r: dict, key: str) -> float:
             return r["meta_trace"][-1][1][key] - r["meta_trace"][0][1][key]
 
         cells = []
         for key in ("gamma", "lambda"):
-            pg = _fmt(*ci_over_seeds([moved(p, key) for p, _ in pairs]), n_seeds, 4)
-            lvc = _fmt(*ci_over_seeds([moved(q, key) for _, q in pairs]), n_seeds, 4)
+            pg = _fmt(*mean_t_half_width([moved(p, key) for p, _ in pairs]), n_seeds, 4)
+            lvc = _fmt(*mean_t_half_width([moved(q, key) for _, q in pairs]), n_seeds, 4)
             cells.append(f"{pg}; {lvc}")
         drift = [
-            _fmt(*ci_over_seeds([abs(q["final_meta"][k] - p["final_meta"][k]) for p, q in pairs]), n_seeds, 5)
+            _fmt(
+                *mean_t_half_width([abs(q["final_meta"][k] - p["final_meta"][k]) for p, q in pairs]),
+                n_seeds,
+                5,
+            )
             for k in ("gamma", "lambda")
         ]
         first = []
@@ -509,7 +505,7 @@ def compare_options() -> tuple[Option, ...]:
             "int",
             "atari/minatar: frames per run (ALE: 4 per agent step; MinAtar: 1)",
         ),
-        Option("--n", ("num_envs",), "int", "atari/minatar: parallel games"),
+        Option("--num-envs", ("num_envs",), "int", "atari/minatar: parallel games per rollout"),
         Option("--inner-steps", ("inner_steps",), "int", "inner steps K"),
         Option("--meta-lr", ("meta_lr",), "float", "atari/minatar: MGRL meta-parameter learning rate"),
         Option("--workers", ("workers",), "int", "atari/minatar: runs in parallel processes"),

@@ -19,7 +19,8 @@ class Comparison:
     Attributes:
         name, summary: CLI name and one line for the help.
         config_class: the frozen config dataclass (validates in ``__post_init__``).
-        run: ``(config, out, *, device, progress) -> rows``; writes its outputs into ``out``.
+        run: ``(config, out, *, device, progress) -> rows``; writes its outputs into the folder
+            ``out``.
         table: the markdown table it writes into ``out`` (printed at the end).
         options: its command-line options (config overrides).
     """
@@ -36,5 +37,6 @@ class Comparison:
 
 
 def seeds_option() -> Option:
-    """``--seeds 0,1,2``: the seeds every comparison runs."""
-    return Option("--seeds", ("seeds",), "ints", "comma-separated seeds (default 0,1,2)")
+    """``--seeds 0-4`` or ``--seeds 0,1,2``: the seeds every comparison runs (ranges as in
+    ``metagrad bench --seeds``)."""
+    return Option("--seeds", ("seeds",), "seeds", "run seeds, e.g. 0-4 or 0,1,2")

@@ -18,12 +18,13 @@ from typing import Any
 
 from metagrad.agents.lola import GameConfig, LearnerConfig, play
 from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.judging.statistics import mean_se
 from metagrad.app.options import Option
-from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
-from metagrad.app.plotting import curves_panel, mean_se
-from metagrad.app.progress import progress_bar
-from metagrad.app.provenance import run_metadata
-from metagrad.validation import check_int, check_seed
+from metagrad.app.presenting.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.presenting.plotting import curves_panel
+from metagrad.app.running.progress import progress_bar
+from metagrad.app.running.provenance import run_metadata
+from metagrad.validation import check_choice, check_int, check_seed
 
 __all__ = ["PAIRINGS", "IPDCompareConfig", "pairing_learners", "run_ipd_compare"]
 
@@ -61,9 +62,7 @@ class IPDCompareConfig:
     init_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.pairings if p not in PAIRINGS]
-        if unknown:
-            raise ValueError(f"pairings: unknown {unknown}; known: {sorted(PAIRINGS)}")
+        check_choice("pairings", self.pairings, PAIRINGS)
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         for seed in self.seeds:
@@ -76,8 +75,7 @@ class IPDCompareConfig:
 
 def pairing_learners(config: IPDCompareConfig, pairing: str) -> tuple[LearnerConfig, LearnerConfig]:
     """The two :class:`~metagrad.agents.lola.LearnerConfig` of a pairing under ``config``."""
-    if pairing not in PAIRINGS:
-        raise ValueError(f"pairing: unknown {pairing!r}; known: {sorted(PAIRINGS)}")
+    check_choice("pairing", pairing, PAIRINGS)
     common = dict(
         lookahead_lr=config.lookahead_lr,
         lookahead_steps=config.lookahead_steps,

@@ -20,16 +20,17 @@ from typing import Any
 
 from metagrad.agents.maml import MAMLConfig, train_maml
 from metagrad.app.compare.comparison import Comparison, seeds_option
+from metagrad.app.judging.statistics import mean_se
 from metagrad.app.options import Option
-from metagrad.app.outputs import write_csv, write_jsonl, write_text_atomic
-from metagrad.app.plotting import curves_panel, mean_se
-from metagrad.app.progress import progress_bar
-from metagrad.app.provenance import run_metadata
-from metagrad.critics import CriticSpec
+from metagrad.app.presenting.outputs import write_csv, write_jsonl, write_text_atomic
+from metagrad.app.presenting.plotting import curves_panel
+from metagrad.app.running.progress import progress_bar
+from metagrad.app.running.provenance import run_metadata
+from metagrad.critics import CriticKind, CriticSpec
 from metagrad.decomposed import MetaGradientSpec
 from metagrad.envs.tabular import TaskDistribution
 from metagrad.staged import StageSpec
-from metagrad.validation import check_int_fields, check_seed
+from metagrad.validation import check_choice, check_int_fields, check_seed
 
 __all__ = ["LEARNERS", "MAMLCompareConfig", "learner_config", "run_maml_compare"]
 
@@ -88,15 +89,15 @@ class MAMLCompareConfig:
     meta_batch: int = 20
     optimizer: str = "adam"
     lr: float = 0.1
-    critic: str = "noisy_exact"
+    critic: CriticKind = "noisy_exact"
     critic_noise: float = 1.0
     eval_tasks: int = 50
     learn_intrinsic_reward: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.learners if name not in LEARNERS]
-        if unknown or not self.learners:
-            raise ValueError(f"learners: unknown {unknown}; known: {sorted(LEARNERS)}")
+        check_choice("learners", self.learners, LEARNERS)
+        if not self.learners:
+            raise ValueError("learners: give at least one learner")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         for seed in self.seeds:
@@ -127,8 +128,7 @@ class MAMLCompareConfig:
 
 def learner_config(config: MAMLCompareConfig, name: str) -> MAMLConfig:
     """The :class:`~metagrad.agents.maml.MAMLConfig` of learner ``name`` under ``config``."""
-    if name not in LEARNERS:
-        raise ValueError(f"learner: unknown {name!r}; known: {sorted(LEARNERS)}")
+    check_choice("learner", name, LEARNERS)
     build, exact = LEARNERS[name]
     return MAMLConfig(
         spec=build(config),

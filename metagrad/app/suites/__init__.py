@@ -1,34 +1,33 @@
 """The registry of benchmark suites.
 
-Each suite module exports one :class:`~metagrad.app.suite.Suite` object, ``SUITE``. To add a
-suite, write ``metagrad/app/suites/<name>.py`` exporting ``SUITE`` and add it to the tuple
-below; the runner, ``metagrad bench``/``list``/``check``, the leaderboard and the report
-iterate this registry. A suite defined outside the package registers itself with
-:func:`register_suite` (e.g. from a module passed to ``metagrad --import``).
+Each suite is a package ``metagrad/app/suites/<name>/`` whose ``__init__`` exports one
+:class:`~metagrad.app.suite.Suite` object, ``SUITE`` (README, "Adding a suite", lists the modules
+to write). To add a suite, write the package and add its ``SUITE`` to the tuple below; the runner,
+``metagrad bench``/``list``/``check``, the leaderboard and the report iterate this registry. A
+suite defined outside the package registers itself with :func:`register_suite` (e.g. from a
+module passed to ``metagrad --import``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from metagrad.app.suite import Suite
 from metagrad.app.suites import atari, ipd, tabular
+from metagrad.registry import Registry
 
 __all__ = ["SUITES", "default_runs", "get_suite", "register_suite"]
 
-SUITES: dict[str, Suite] = {}
+SUITES: Registry[Suite[Any]] = Registry("suite")
 
 
-def register_suite(suite: Suite, *, overwrite: bool = False) -> Suite:
+def register_suite(suite: Suite[Any], *, overwrite: bool = False) -> Suite[Any]:
     """Add ``suite`` to :data:`SUITES` under ``suite.name``."""
-    if suite.name in SUITES and not overwrite:
-        raise ValueError(f"suite: {suite.name!r} is already registered (pass overwrite=True)")
-    SUITES[suite.name] = suite
-    return suite
+    return SUITES.register(suite.name, suite, overwrite=overwrite)
 
 
-def get_suite(name: str) -> Suite:
+def get_suite(name: str) -> Suite[Any]:
     """The registered suite ``name``; an unknown name raises ``ValueError`` listing them."""
-    if name not in SUITES:
-        raise ValueError(f"suite: unknown {name!r}; known: {sorted(SUITES)}")
     return SUITES[name]
 
 
