@@ -71,7 +71,13 @@ from metagrad.decomposed import (
     straight_through,
 )
 from metagrad.envs.tabular import TabularTask, check_logits, expand_to_tasks, rollout, tabular_gather
-from metagrad.estimators import Estimator, cumulative_discounts, get_estimator, stop_gradient
+from metagrad.estimators import (
+    Estimator,
+    check_trajectory_inputs,
+    cumulative_discounts,
+    get_estimator,
+    stop_gradient,
+)
 from metagrad.exact.mgrl import (
     check_meta_parameter,
     critic_table,
@@ -91,8 +97,8 @@ __all__ = [
 
 def lambda_return_rewards(
     rewards: torch.Tensor,
-    bootstrap_value: torch.Tensor,
     values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
     gamma: float | torch.Tensor,
     lam: float | torch.Tensor,
 ) -> torch.Tensor:
@@ -152,9 +158,13 @@ def a2c_direction(
         (so, for independent policies, each policy's own estimate).
     """
     fn = get_estimator(estimator).fn if isinstance(estimator, str) else estimator
-    if not log_probs.requires_grad:
+    if not isinstance(log_probs, torch.Tensor) or not log_probs.requires_grad:
         raise ValueError("log_probs: expected a tensor carrying the graph of wrt")
-    returns_rewards = lambda_return_rewards(rewards, bootstrap_value, values, gamma, lam)
+    # the discounts are built here from gamma and lam: only the given tensors are checked
+    check_trajectory_inputs(
+        log_probs, rewards, stop_gradient(log_probs), values=values, bootstrap_value=bootstrap_value
+    )
+    returns_rewards = lambda_return_rewards(rewards, values, bootstrap_value, gamma, lam)
     discounts = (gamma * lam) * torch.ones_like(returns_rewards)
     weights = cumulative_discounts(discounts)
     if not bool((stop_gradient(weights) > 0).all()):
@@ -167,7 +177,13 @@ def a2c_direction(
         **(params or {}),
     )
     total = surrogate.mean(0).sum() if episode_weights is None else (episode_weights * surrogate).sum()
-    (scores,) = torch.autograd.grad(total, log_probs, create_graph=create_graph, retain_graph=True)
+    scores = None
+    if total.requires_grad:
+        (scores,) = torch.autograd.grad(
+            total, log_probs, create_graph=create_graph, retain_graph=True, allow_unused=True
+        )
+    if scores is None:
+        raise ValueError("estimator: its surrogate does not depend on log_probs (no per-step scores)")
     (direction,) = torch.autograd.grad(
         log_probs, wrt, grad_outputs=scores / weights, create_graph=create_graph, retain_graph=create_graph
     )

@@ -81,7 +81,7 @@ def test_lambda_return_rewards_give_the_lambda_return():
     rewards, values = (torch.rand(T, B, generator=gen, dtype=torch.float64) for _ in range(2))
     boot = torch.rand(B, generator=gen, dtype=torch.float64)
     gamma, lam = 0.8, 0.6
-    rho = lambda_return_rewards(rewards, boot, values, gamma, lam)
+    rho = lambda_return_rewards(rewards, values, boot, gamma, lam)
     G = [rewards[-1] + gamma * boot]
     for t in range(T - 2, -1, -1):
         G.append(rewards[t] + gamma * ((1 - lam) * values[t + 1] + lam * G[-1]))
@@ -181,7 +181,7 @@ def test_a_scalar_loaded_dice_a2c_loss_has_a_biased_jacobian(enumerated):
 
     def scalar_loss(log_probs, rewards, values, boot, eta, x, prob):
         gamma, lam = eta
-        rho = lambda_return_rewards(rewards, boot, values, gamma, lam)
+        rho = lambda_return_rewards(rewards, values, boot, gamma, lam)
         G = [rho[-1]]
         for t in range(rho.shape[0] - 2, -1, -1):
             G.append(rho[t] + gamma * lam * G[-1])
@@ -294,6 +294,26 @@ def test_bad_input_raises_a_clear_error(setting):
     with pytest.raises(ValueError, match="spec"):
         sample_mgrl_meta_gradients(task, logits, values, object(), 2)
     x = torch.zeros(2, 2, requires_grad=True)
+    log_probs = torch.log_softmax(x, -1)[[[0, 1], [1, 0], [0, 0]], [[0, 1], [1, 1], [0, 0]]]
+    with pytest.raises(ValueError, match="bootstrap_value"):
+        a2c_direction(
+            "pg", log_probs, torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3), gamma=0.9, lam=0.9, wrt=x
+        )
+    with pytest.raises(ValueError, match="rewards"):
+        a2c_direction(
+            "pg", log_probs, torch.zeros(3, 3), torch.zeros(3, 2), torch.zeros(2), gamma=0.9, lam=0.9, wrt=x
+        )
+    with pytest.raises(ValueError, match="estimator"):
+        a2c_direction(
+            lambda lp, r, d, **kw: r.sum(0),
+            log_probs,
+            torch.zeros(3, 2),
+            torch.zeros(3, 2),
+            torch.zeros(2),
+            gamma=0.9,
+            lam=0.9,
+            wrt=x,
+        )
     with pytest.raises(ValueError, match="log_probs"):
         a2c_direction(
             "pg",
