@@ -328,7 +328,8 @@ def sample_mgrl_meta_gradients(
             sampler.direction(spec.outer, leaf, spec.outer_gamma, spec.outer_lam, "outer", False)
         )
         grads = torch.autograd.grad((theta * outer).sum(), [gamma, lam], allow_unused=True)
-    return torch.stack([torch.zeros(batch, dtype=torch.float64) if g is None else g for g in grads], -1)
+    zero = torch.zeros(batch, dtype=torch.float64, device=theta0.device)
+    return torch.stack([zero if g is None else g for g in grads], -1)
 
 
 def exact_mgrl_meta_gradient(

@@ -218,16 +218,19 @@ def _meta_gradient(
     batch = tuple(theta0.shape[:-2])
     critic = critic_table(task, values, batch).to(theta0.device)
     with torch.enable_grad():
-        eta = [torch.full(batch, float(x), dtype=torch.float64, requires_grad=True) for x in (gamma, lam)]
+        eta = [
+            torch.full(batch, float(x), dtype=torch.float64, device=theta0.device, requires_grad=True)
+            for x in (gamma, lam)
+        ]
         theta = theta0
         for _ in range(inner_steps):
             theta = theta + inner_lr * expected_direction(task, theta, critic, *eta, jacobian)
         outer = expected_direction(task, theta.detach(), critic, float(outer_gamma), float(outer_lam))
         if not theta.requires_grad:  # K = 0: theta_K does not depend on eta
-            return torch.zeros(*batch, 2, dtype=torch.float64)
+            return torch.zeros(*batch, 2, dtype=torch.float64, device=theta0.device)
         grads = torch.autograd.grad((theta * outer).sum(), eta, allow_unused=True)
     return torch.stack(
-        [torch.zeros(batch, dtype=torch.float64) if x is None else x.detach() for x in grads], dim=-1
+        [torch.zeros_like(eta[0]).detach() if x is None else x.detach() for x in grads], dim=-1
     )
 
 
