@@ -44,6 +44,9 @@ from metagrad.validation import check_finite_tensor, check_real
 __all__ = [
     "MGRL_JACOBIANS",
     "MGRLJacobian",
+    "check_meta_parameter",
+    "critic_table",
+    "expected_direction",
     "mgrl_direction",
     "mgrl_expected_meta_gradient",
     "mgrl_meta_gradient",
