@@ -39,7 +39,8 @@ is unbiased exactly when the estimator's second derivatives are unbiased *per pa
 which DiCE, DiCE with a baseline and Loaded DiCE (``lambda_ = 1``, the critic independent of
 ``theta``) are (their magic boxes do not care how each log-prob depends on parameters), and plain
 ``pg`` (no score-function products) and ``lvc`` (no products across steps) are not. Their
-expectations are computable: :func:`metagrad.exact.mgrl_expected_meta_gradient`. The first
+expectations are computable: :func:`metagrad.exact.mgrl_meta_gradient` with ``jacobian="pg"`` or
+``"lvc"``. The first
 derivative is right for every estimator whose per-step scores are unbiased (every registered
 score-function estimator), so at ``K = 1`` (the samples of step 0 do not depend on ``eta``) each
 is unbiased for ``d theta_1 / d eta``; from ``K = 2`` on, ``d theta_2 / d eta`` needs the Jacobian

@@ -24,11 +24,12 @@ zero mean). ``g`` depends on ``theta`` through ``pi``, ``d_t`` and ``Q_t``; the 
 differentiates all of them by autograd through the K closed-form steps (no second-order autograd
 is needed: the direction itself is an explicit function).
 
-:func:`mgrl_expected_meta_gradient` gives, with the same machinery, the *expected* meta-gradient
-of an estimator whose Jacobian of the sampled direction keeps only part of the terms (every
-stage exact but the Jacobian's): the plain policy-gradient surrogate (``"pg"``: the sampling
-distribution, the action weights and ``Q`` all frozen at the current parameters, only
-``grad log pi`` differentiated) and LVC (``"lvc"``: ``d_t`` and ``Q`` frozen, ``pi`` live).
+:func:`mgrl_meta_gradient` with ``jacobian="pg"`` or ``"lvc"`` gives, with the same machinery,
+the *expected* meta-gradient of an estimator whose Jacobian of the sampled direction keeps only
+part of the terms (every stage exact but the Jacobian's): the plain policy-gradient surrogate
+(``"pg"``: the sampling distribution, the action weights and ``Q`` all frozen at the current
+parameters, only ``grad log pi`` differentiated) and LVC (``"lvc"``: ``d_t`` and ``Q`` frozen,
+``pi`` live).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ __all__ = [
     "critic_table",
     "expected_direction",
     "mgrl_direction",
-    "mgrl_expected_meta_gradient",
     "mgrl_meta_gradient",
 ]
 
@@ -199,7 +199,7 @@ def mgrl_direction(
     return expected_direction(task, theta, critic, gamma, lam)
 
 
-def _meta_gradient(
+def mgrl_meta_gradient(
     task: TabularTask,
     logits: torch.Tensor,
     values: torch.Tensor,
@@ -210,8 +210,34 @@ def _meta_gradient(
     inner_steps: int,
     outer_gamma: float,
     outer_lam: float,
-    jacobian: MGRLJacobian,
+    jacobian: MGRLJacobian = "exact",
 ) -> torch.Tensor:
+    """Exact MGRL meta-gradient ``(d theta_K / d eta)^T g(theta_K, eta')`` in float64.
+
+    ``theta_0 = logits``; ``theta_{k+1} = theta_k + inner_lr * g(theta_k, eta)`` for ``k < K``
+    with ``eta = (gamma, lam)`` and ``g`` the A2C direction of :func:`mgrl_direction`; the outer
+    direction ``g(theta_K, (outer_gamma, outer_lam))`` is held constant.
+
+    ``jacobian`` other than ``"exact"`` gives instead the *expected* estimate when only each
+    inner step's Jacobian is sampled (every inner value and the outer direction exact; the
+    ``ele`` staging of :mod:`metagrad.mgrl`): the steps' factors are independent and linear in
+    their samples, so the expectation is the chain rule through the expected sampled direction
+    as a function of the parameters (:func:`expected_direction`). ``"pg"`` and ``"lvc"`` are what
+    those surrogates converge to; their distance to the exact one is the Hessian-estimation
+    bias. Estimators whose per-step second derivatives are unbiased (DiCE, Loaded DiCE) converge
+    to ``"exact"``. At ``K = 1`` all agree (the first step's parameters do not depend on eta).
+
+    Args:
+        task: the MDP, or a batch of N tasks (one meta-gradient per task).
+        logits: ``[*G, S, A]`` initial logits (a batch gives one meta-gradient each).
+        values: the fixed critic ``[S]`` (or one per policy / task, ``[..., S]``).
+        gamma, lam: the meta-parameters, in (0, 1).
+        inner_lr: ``alpha``; inner_steps: ``K >= 0`` (``K = 0`` gives zeros).
+        outer_gamma, outer_lam: the outer direction's fixed ``(gamma', lambda')``, in (0, 1).
+        jacobian: one of :data:`MGRL_JACOBIANS` (default ``"exact"``: the meta-gradient).
+    Returns:
+        ``[*G, 2]`` (``[*G, N, 2]`` for a task batch): derivatives w.r.t. gamma and lambda.
+    """
     for name, x in (("gamma", gamma), ("lam", lam), ("outer_gamma", outer_gamma), ("outer_lam", outer_lam)):
         check_real(name, x, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
     check_steps(inner_steps, inner_lr)
@@ -234,86 +260,4 @@ def _meta_gradient(
         grads = torch.autograd.grad((theta * outer).sum(), eta, allow_unused=True)
     return torch.stack(
         [torch.zeros_like(eta[0]).detach() if x is None else x.detach() for x in grads], dim=-1
-    )
-
-
-def mgrl_meta_gradient(
-    task: TabularTask,
-    logits: torch.Tensor,
-    values: torch.Tensor,
-    *,
-    gamma: float,
-    lam: float,
-    inner_lr: float,
-    inner_steps: int,
-    outer_gamma: float,
-    outer_lam: float,
-) -> torch.Tensor:
-    """Exact MGRL meta-gradient ``(d theta_K / d eta)^T g(theta_K, eta')`` in float64.
-
-    ``theta_0 = logits``; ``theta_{k+1} = theta_k + inner_lr * g(theta_k, eta)`` for ``k < K``
-    with ``eta = (gamma, lam)`` and ``g`` the A2C direction of :func:`mgrl_direction`; the outer
-    direction ``g(theta_K, (outer_gamma, outer_lam))`` is held constant.
-
-    Args:
-        task: the MDP, or a batch of N tasks (one meta-gradient per task).
-        logits: ``[*G, S, A]`` initial logits (a batch gives one meta-gradient each).
-        values: the fixed critic ``[S]`` (or one per policy / task, ``[..., S]``).
-        gamma, lam: the meta-parameters, in (0, 1).
-        inner_lr: ``alpha``; inner_steps: ``K >= 0`` (``K = 0`` gives zeros).
-        outer_gamma, outer_lam: the outer direction's fixed ``(gamma', lambda')``, in (0, 1).
-    Returns:
-        ``[*G, 2]`` (``[*G, N, 2]`` for a task batch): derivatives w.r.t. gamma and lambda.
-    """
-    return _meta_gradient(
-        task,
-        logits,
-        values,
-        gamma=gamma,
-        lam=lam,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        outer_gamma=outer_gamma,
-        outer_lam=outer_lam,
-        jacobian="exact",
-    )
-
-
-def mgrl_expected_meta_gradient(
-    task: TabularTask,
-    logits: torch.Tensor,
-    values: torch.Tensor,
-    *,
-    jacobian: MGRLJacobian,
-    gamma: float,
-    lam: float,
-    inner_lr: float,
-    inner_steps: int,
-    outer_gamma: float,
-    outer_lam: float,
-) -> torch.Tensor:
-    """The expected MGRL meta-gradient when only the Jacobian of each inner step is estimated.
-
-    Every inner value and the outer direction exact, each inner step's Jacobian from its own
-    independent samples (the ``ele`` staging of :mod:`metagrad.mgrl`): the steps' factors are
-    independent and linear in their samples, so the expectation is the chain rule through the
-    *expected* sampled direction as a function of the parameters. ``jacobian="exact"`` (any
-    estimator with unbiased second-order per-step scores, e.g. DiCE and Loaded DiCE) gives
-    :func:`mgrl_meta_gradient`; ``"pg"`` and ``"lvc"`` give what those surrogates converge to (see
-    :func:`expected_direction`); their distance to the exact one is the Hessian-estimation bias.
-    At ``K = 1`` all three agree (the first step's parameters do not depend on eta).
-
-    Args and returns: as :func:`mgrl_meta_gradient`, plus ``jacobian`` in :data:`MGRL_JACOBIANS`.
-    """
-    return _meta_gradient(
-        task,
-        logits,
-        values,
-        gamma=gamma,
-        lam=lam,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        outer_gamma=outer_gamma,
-        outer_lam=outer_lam,
-        jacobian=jacobian,
     )
