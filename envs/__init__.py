@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gymnasium
 
+import metagrad.envs.minatar  # noqa: F401  (registers the MinAtar Gymnasium ids)
 from metagrad.envs.ipd import (
     ALWAYS_COOPERATE,
     ALWAYS_DEFECT,
@@ -69,6 +70,7 @@ ENV_IDS: dict[str, str] = {
     ),
     "MetaGrad/IPD-v0": "Iterated Prisoner's Dilemma vs a fixed memory-one opponent (default tit-for-tat)",
     "MetaGrad/IMP-v0": "Iterated Matching Pennies (the agent matches) against a fixed memory-one opponent",
+    "MetaGrad/MinAtar-<Game>-v1": "the five MinAtar games, one Gymnasium env each (v0: all 6 actions)",
 }
 
 

@@ -14,39 +14,60 @@ records: observations ``float32 [N, C, 10, 10]`` (channels first, values 0 or 1)
 game's, which is already small), the raw reward, the flags and the score and length of every game
 that ended. Ids: ``MinAtar/Breakout-v1`` (the minimal action set, as the ``minatar`` Gymnasium
 registration), ``minatar:breakout`` or ``MinAtar/Breakout-v0`` (all 6 actions).
+
+:class:`MinAtarEnv` is one game as a Gymnasium env that passes ``gymnasium.utils.env_checker.check_env``
+(the ``minatar`` package's own env does not: its ``reset(seed=...)`` never seeds Gymnasium's
+generator). ``import metagrad`` registers it in the suite's namespace, one id per game and action
+set: ``gymnasium.make("MetaGrad/MinAtar-Breakout-v1")`` (minimal action set; ``-v0``: all 6
+actions), or ``gymnasium.make("metagrad:MetaGrad/MinAtar-Breakout-v1")`` from a fresh interpreter.
+The ids stay clear of the package's ``MinAtar/...`` ids, which its ``register_envs()`` would
+register with its own env. This module imports ``minatar`` (and the Atari module) only when a game
+is built, so registering costs nothing.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.wrappers import TimeLimit, TransformObservation
+from gymnasium.wrappers import TimeLimit
 
-from metagrad.envs.atari import AtariConfig, AtariStep
 from metagrad.validation import check_int, check_int_fields, check_real
 
-try:  # the optional extra metagrad[minatar]
-    import minatar
-    import minatar.gym
-except ImportError:  # pragma: no cover - exercised only without the extra
-    minatar = None
+if TYPE_CHECKING:
+    from metagrad.envs.atari import AtariConfig, AtariStep
 
 __all__ = [
     "GAMES",
+    "GYM_IDS",
     "MinAtarConfig",
+    "MinAtarEnv",
     "MinAtarVector",
     "game_config",
     "is_minatar",
     "minatar_game",
     "minatar_gym_env",
+    "register_minatar_envs",
 ]
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 _PREFIXES = ("minatar/", "minatar:")
+
+
+def _title(game: str) -> str:
+    return "".join(part.title() for part in game.split("_"))
+
+
+# Gymnasium id -> the suite's game id (v1: minimal action set, v0: all 6 actions)
+GYM_IDS: dict[str, str] = {
+    f"MetaGrad/MinAtar-{_title(game)}-v{version}": f"MinAtar/{_title(game)}-v{version}"
+    for game in GAMES
+    for version in (1, 0)
+}
 
 
 def is_minatar(game: str) -> bool:
@@ -66,11 +87,15 @@ def minatar_game(game: str) -> tuple[str, bool]:
     return snake, version is None or version.group(1) != "0"
 
 
-def _require_minatar() -> None:
-    if minatar is None:
+def _require_minatar() -> ModuleType:
+    """The ``minatar`` package (the optional extra ``metagrad[minatar]``), imported on first use."""
+    try:
+        import minatar
+    except ImportError:  # pragma: no cover - exercised only without the extra
         raise ValueError(
             "game: MinAtar needs the `minatar` package: pip install -c constraints.txt -e '.[minatar]'"
-        )
+        ) from None
+    return minatar
 
 
 @dataclass(frozen=True)
@@ -114,7 +139,10 @@ class MinAtarVector:
     :class:`~metagrad.envs.atari.AtariVector`."""
 
     def __init__(self, config: MinAtarConfig) -> None:
-        _require_minatar()
+        minatar = _require_minatar()
+        from metagrad.envs.atari import AtariStep
+
+        self._record = AtariStep
         self.config = config
         self.game, minimal = minatar_game(config.game)
         self.num_envs = config.num_envs
@@ -170,7 +198,7 @@ class MinAtarVector:
             self._games[i].reset()
         self._score[done] = 0.0
         self._steps[done] = 0
-        return AtariStep(
+        return self._record(
             obs=self._obs(),
             reward=raw.astype(np.float32),
             raw_reward=raw,
@@ -189,26 +217,117 @@ def game_config(game: str, **kwargs: Any) -> AtariConfig | MinAtarConfig:
     """The environment config of ``game``: a :class:`MinAtarConfig` for MinAtar ids, otherwise an
     :class:`~metagrad.envs.atari.AtariConfig` (keyword arguments go to the config; ``backend``
     applies to ALE games only)."""
+    from metagrad.envs.atari import AtariConfig
+
     if is_minatar(game):
         kwargs.pop("backend", None)
         return MinAtarConfig(game, **kwargs)
     return AtariConfig(game, **kwargs)
 
 
+class MinAtarEnv(gym.Env):
+    """One MinAtar game as a Gymnasium env: channels-first ``float32 [C, 10, 10]`` observations
+    (values 0 or 1, as :class:`MinAtarVector`), the game's points as rewards, ``terminated`` when
+    the game ends (never truncated: wrap it in ``TimeLimit``, or pass ``max_episode_steps`` to
+    ``gymnasium.make``).
+
+    ``reset(seed=s)`` seeds Gymnasium's generator and the game's own (dynamics and sticky actions)
+    with ``s``, as the ``minatar`` package seeds it, so a seeded game matches game ``i`` of a
+    :class:`MinAtarVector` reset with ``seed = s - i``; ``reset()`` continues the game's stream.
+
+    Args:
+        game: a MinAtar id (:func:`minatar_game`), e.g. ``"MinAtar/Breakout-v1"``.
+        sticky_action_prob, difficulty_ramping: as :class:`MinAtarConfig`.
+        render_mode: ``None`` or ``"rgb_array"`` (``uint8 [10 scale, 10 scale, 3]``, one colour per
+            channel, the last active channel on top).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 30}
+    # Okabe-Ito colours (and two greys) for up to 10 channels
+    PALETTE: ClassVar[np.ndarray] = np.array(
+        [
+            [0, 0, 0],
+            [230, 159, 0],
+            [86, 180, 233],
+            [0, 158, 115],
+            [240, 228, 66],
+            [0, 114, 178],
+            [213, 94, 0],
+            [204, 121, 167],
+            [255, 255, 255],
+            [153, 153, 153],
+            [90, 90, 90],
+        ],
+        dtype=np.uint8,
+    )
+
+    def __init__(
+        self,
+        game: str = "MinAtar/Breakout-v1",
+        *,
+        sticky_action_prob: float = 0.1,
+        difficulty_ramping: bool = True,
+        render_mode: str | None = None,
+        scale: int = 16,
+    ) -> None:
+        name, minimal = minatar_game(game)
+        check_real("sticky_action_prob", sticky_action_prob, minimum=0.0, maximum=1.0)
+        check_int("scale", scale, 1)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode: expected None or one of {self.metadata['render_modes']}")
+        minatar = _require_minatar()
+        self.game_id, self.render_mode, self.scale = game, render_mode, scale
+        self._game = minatar.Environment(
+            name, sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping
+        )
+        actions = self._game.minimal_action_set() if minimal else list(range(self._game.num_actions()))
+        self._action_set = [int(a) for a in actions]
+        h, w, c = self._game.state_shape()
+        self.action_space = gym.spaces.Discrete(len(self._action_set))
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (c, h, w), np.float32)
+
+    def _obs(self) -> np.ndarray:
+        return np.ascontiguousarray(self._game.state().transpose(2, 0, 1), dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._game.seed(int(seed))
+        self._game.reset()
+        return self._obs(), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action: expected an integer in [0, {self.action_space.n}), got {action!r}")
+        reward, done = self._game.act(self._action_set[int(action)])
+        return self._obs(), float(reward), bool(done), False, {}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        state = self._game.state()  # [10, 10, C] bool
+        top = np.amax(state * np.arange(1, state.shape[-1] + 1), axis=-1)  # 0: empty
+        image = self.PALETTE[np.minimum(top, len(self.PALETTE) - 1)]
+        return np.repeat(np.repeat(image, self.scale, axis=0), self.scale, axis=1)
+
+
+def register_minatar_envs() -> None:
+    """Register :data:`GYM_IDS` with Gymnasium (idempotent; ``import metagrad`` calls it)."""
+    for env_id, game in GYM_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="metagrad.envs.minatar:MinAtarEnv", kwargs={"game": game})
+
+
 def minatar_gym_env(config: MinAtarConfig) -> gym.Env:
     """One game of ``config`` as a Gymnasium env (for libraries that take single envs, e.g.
-    stable-baselines3): the ``minatar`` package's env with the same settings as
-    :class:`MinAtarVector`, channels-first ``float32 [C, 10, 10]`` observations and truncation at
-    ``max_episode_steps``."""
-    _require_minatar()
-    game, minimal = minatar_game(config.game)
-    env = minatar.gym.BaseEnv(
-        game,
-        use_minimal_action_set=minimal,
+    stable-baselines3): :class:`MinAtarEnv` with the same settings as :class:`MinAtarVector`,
+    truncated at ``max_episode_steps``."""
+    env = MinAtarEnv(
+        config.game,
         sticky_action_prob=config.sticky_action_prob,
         difficulty_ramping=config.difficulty_ramping,
     )
-    h, w, c = env.game.state_shape()
-    space = gym.spaces.Box(0.0, 1.0, (c, h, w), np.float32)
-    env = TransformObservation(env, lambda o: np.ascontiguousarray(o.transpose(2, 0, 1), np.float32), space)
     return TimeLimit(env, config.max_episode_steps)
+
+
+register_minatar_envs()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from metagrad.exact.common import OBJECTIVES, Objective, differentiable_inner_loop
 from metagrad.exact.ipd import ipd_model, ipd_state_values, ipd_values, lola_gradient, naive_gradient
+from metagrad.exact.mgrl import mgrl_direction, mgrl_meta_gradient
 from metagrad.exact.tabular import (
     lirpg_meta_gradient,
     maml_meta_gradient,
@@ -29,6 +30,8 @@ __all__ = [
     "lirpg_meta_gradient",
     "lola_gradient",
     "maml_meta_gradient",
+    "mgrl_direction",
+    "mgrl_meta_gradient",
     "naive_gradient",
     "policy_model",
     "post_adaptation_return",
