@@ -60,6 +60,9 @@ from metagrad.estimators.score_function import (
 # isort: split
 from metagrad.estimators.ope import doubly_robust, stepwise_is, taylor1, taylor2, vtrace
 
+# isort: split
+from metagrad.estimators.pathwise import pathwise
+
 __all__ = [
     "ESTIMATORS",
     "FAMILIES",
@@ -79,6 +82,7 @@ __all__ = [
     "lvc",
     "magic_box",
     "off_policy_dice",
+    "pathwise",
     "per_step_is",
     "pg",
     "register_estimator",
