@@ -161,6 +161,31 @@ def test_return_gradient_and_meta_gradient_match_an_independent_implementation(
         assert _rel(ours, np.concatenate([x.reshape(-1) for x in ref_meta])) < 1e-8
 
 
+def agreement(seed: int) -> tuple[float, float, float]:
+    """Relative errors (return, gradient, meta-gradient) against the independent implementation
+    on one random setting drawn from ``seed`` (sizes, horizon, discount, K, alpha, policy)."""
+    rng = np.random.default_rng([seed, 26])
+    n, m = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+    horizon, gamma, steps = int(rng.integers(1, 13)), float(rng.uniform(0.5, 1.0)), int(rng.integers(0, 4))
+    task = random_task(seed, n, m, horizon=horizon, gamma=gamma)
+    K, k, log_std = random_policy(seed, n, m)
+    grad = lqr_maml_meta_gradient(task, K, k, log_std, inner_lr=0.0, inner_steps=0)
+    alpha = 0.2 / max(float(grad.flatten().norm()), 1e-12)  # an inner step of size 0.2
+    f, args = _fields(task), (K.numpy(), k.numpy(), log_std.numpy())
+    meta = lqr_maml_meta_gradient(task, K, k, log_std, inner_lr=alpha, inner_steps=steps).flatten()
+    return (
+        _rel(lqr_return(task, K, k, log_std), np_return(f, *args)),
+        _rel(grad.flatten(), np.concatenate([x.reshape(-1) for x in np_gradient(f, *args)])),
+        _rel(meta, np.concatenate([x.reshape(-1) for x in np_meta_gradient(f, *args, alpha, steps)])),
+    )
+
+
+@pytest.mark.slow
+def test_agreement_on_many_random_settings():
+    worst = np.max([agreement(seed) for seed in range(200)], axis=0)
+    assert (worst < 1e-8).all(), worst
+
+
 def test_value_recursion_agrees_with_the_return_and_the_batch_with_single_tasks():
     tasks = random_task(5, 3, 2, num_tasks=4, horizon=7)
     K, k, log_std = random_policy(6, 3, 2)  # one policy for every task
