@@ -25,7 +25,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from metagrad.envs.tabular import TimeMajorBatch
+from metagrad.envs.tabular import TimeMajorBatch, _as_float64
 from metagrad.registry import Registry
 from metagrad.seeding import numpy_generator
 from metagrad.validation import check_int, check_real
@@ -47,16 +47,6 @@ __all__ = [
 
 _SYMMETRIC = ("Q", "R", "W", "S0")
 _TOLERANCE = 1e-10  # relative tolerance of the symmetry and semi-definiteness checks
-
-
-def _as_float64(name: str, value: Any) -> torch.Tensor:
-    try:
-        tensor = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name}: cannot be converted to a float tensor ({exc})") from exc
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name}: contains NaN or infinite entries")
-    return tensor.detach().cpu()
 
 
 def _psd_root(x: torch.Tensor) -> torch.Tensor:
