@@ -71,6 +71,7 @@ ENV_IDS: dict[str, str] = {
     "MetaGrad/IPD-v0": "Iterated Prisoner's Dilemma vs a fixed memory-one opponent (default tit-for-tat)",
     "MetaGrad/IMP-v0": "Iterated Matching Pennies (the agent matches) against a fixed memory-one opponent",
     "MetaGrad/MinAtar-<Game>-v1": "the five MinAtar games, one Gymnasium env each (v0: all 6 actions)",
+    "MetaGrad/LQR-v0": "linear-quadratic-Gaussian task (default: point-mass navigation), truncated",
 }
 
 
@@ -84,6 +85,9 @@ def _register() -> None:
     for env_id, game in (("MetaGrad/IPD-v0", "ipd"), ("MetaGrad/IMP-v0", "imp")):
         if env_id not in gymnasium.registry:
             gymnasium.register(id=env_id, entry_point="metagrad.envs.ipd:IPDEnv", kwargs={"game": game})
+    if "MetaGrad/LQR-v0" not in gymnasium.registry:
+        lqr = "metagrad.envs.lqr"
+        gymnasium.register("MetaGrad/LQR-v0", f"{lqr}:LQREnv", vector_entry_point=f"{lqr}:LQRVectorEnv")
 
 
 _register()

@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "SEED_MAX",
+    "as_float64",
     "check_choice",
     "check_finite_tensor",
     "check_int",
@@ -135,3 +136,15 @@ def check_choice(name: str, value: Any, known: Iterable[Any], *, what: str = "",
         place = f" for {where}" if where else ""
         raise ValueError(f"{name}: {words}{place}; known: {', '.join(repr(c) for c in choices)}")
     return value
+
+
+def as_float64(name: str, value: Any) -> torch.Tensor:
+    """``value`` as a detached CPU float64 tensor; ``ValueError`` naming ``name`` if it cannot be
+    converted or holds NaN or infinite entries."""
+    try:
+        tensor = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot be converted to a float tensor ({exc})") from exc
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name}: contains NaN or infinite entries")
+    return tensor.detach().cpu()

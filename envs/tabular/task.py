@@ -7,14 +7,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from metagrad.envs.tabular.sampling import RowSampler
 from metagrad.seeding import SEED_BITS, heldout_task_rng, train_task_rng
-from metagrad.validation import check_choice, check_int, check_real
+from metagrad.validation import as_float64, check_choice, check_int, check_real
 
 __all__ = [
     "DISTRIBUTION_KINDS",
@@ -23,16 +22,6 @@ __all__ = [
     "random_task",
     "stack_tasks",
 ]
-
-
-def _as_float64(name: str, value: Any) -> torch.Tensor:
-    try:
-        tensor = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot be converted to a float tensor ({exc})") from exc
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name}: contains NaN or infinite entries")
-    return tensor.detach().cpu()
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,9 +51,9 @@ class TabularTask:
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        P = _as_float64("P", self.P)
-        R = _as_float64("R", self.R)
-        init = _as_float64("init", self.init)
+        P = as_float64("P", self.P)
+        R = as_float64("R", self.R)
+        init = as_float64("init", self.init)
         if P.ndim not in (3, 4) or P.shape[-3] != P.shape[-1] or P.shape[-1] < 1 or P.shape[-2] < 1:
             raise ValueError(
                 "P: expected shape [S, A, S] (or [N, S, A, S] for a batch) with S, A >= 1, "

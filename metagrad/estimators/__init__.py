@@ -39,6 +39,10 @@ from metagrad.estimators.score_function import *  # noqa: F403
 from metagrad.estimators.ope import *  # noqa: F403
 
 # isort: split
+from metagrad.estimators import pathwise as _pathwise_module
+from metagrad.estimators.pathwise import *  # noqa: F403
+
+# isort: split
 from metagrad.estimators import core, facts, ope, score_function  # the modules, for __all__
 
-__all__ = [*core.__all__, *facts.__all__, *score_function.__all__, *ope.__all__]
+__all__ = [*core.__all__, *facts.__all__, *score_function.__all__, *ope.__all__, *_pathwise_module.__all__]

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from metagrad.exact.common import OBJECTIVES, Objective, differentiable_inner_loop
 from metagrad.exact.ipd import ipd_model, ipd_state_values, ipd_values, lola_gradient, naive_gradient
+from metagrad.exact.lqr import (
+    LQRValue,
+    lqr_maml_meta_gradient,
+    lqr_moments,
+    lqr_return,
+    lqr_state_values,
+    lqr_value,
+)
 from metagrad.exact.mgrl import mgrl_direction, mgrl_meta_gradient
 from metagrad.exact.tabular import (
     lirpg_meta_gradient,
@@ -22,6 +30,7 @@ from metagrad.exact.tabular import (
 
 __all__ = [
     "OBJECTIVES",
+    "LQRValue",
     "Objective",
     "differentiable_inner_loop",
     "ipd_model",
@@ -29,6 +38,11 @@ __all__ = [
     "ipd_values",
     "lirpg_meta_gradient",
     "lola_gradient",
+    "lqr_maml_meta_gradient",
+    "lqr_moments",
+    "lqr_return",
+    "lqr_state_values",
+    "lqr_value",
     "maml_meta_gradient",
     "mgrl_direction",
     "mgrl_meta_gradient",
