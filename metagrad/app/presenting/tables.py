@@ -1,14 +1,16 @@
 """Number formats and markdown tables shared by the leaderboard, the report and the suites'
 summaries: one way to print a value that may be missing, a value with its standard error, an
-interval, and a grid of rows."""
+interval, a grid of rows, and text that came from a result row (:func:`text`: escaped, so a row
+can never inject markup into a Markdown page or the HTML report built from it)."""
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["format_interval", "format_number", "markdown_grid", "plus_minus"]
+__all__ = ["format_interval", "format_number", "markdown_grid", "plus_minus", "text"]
 
 
 def format_number(value: float | None, spec: str = ".4g", missing: str = "n/a") -> str:
@@ -50,3 +52,17 @@ def markdown_grid(
             + " |"
         )
     return [*lines, ""]
+
+
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_[]|#"})
+
+
+def text(value: object, limit: int = 200) -> str:
+    """Row-derived text for a Markdown table or heading: HTML special characters escaped
+    (``<``, ``>``, ``&``, quotes), Markdown specials backslash-escaped, newlines flattened, and at
+    most ``limit`` characters (an ellipsis marks a cut). Every string that comes from a result row
+    (names, presets, commits, labels) goes through here before it reaches a page."""
+    shown = " ".join(str(value).split())
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return html.escape(shown, quote=True).translate(_MARKDOWN_SPECIALS)
