@@ -54,7 +54,7 @@ def markdown_grid(
     return [*lines, ""]
 
 
-_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_[]|#"})
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*[]|"})
 
 
 def text(value: object, limit: int = 200) -> str:
