@@ -1,0 +1,9 @@
+"""placeholder"""
+
+
+class Finding:
+    pass
+
+
+def lint_surrogate(fn, **kw):
+    return []
