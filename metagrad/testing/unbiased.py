@@ -229,6 +229,14 @@ def _paired_test(
     return estimate, (variance * (1.0 / G + leverage)).sqrt()
 
 
+def _detectable(margin: float, exact: torch.Tensor, stderr: torch.Tensor) -> float:
+    """The smallest ``eps`` with ``|eps exact_j| / stderr_j >= margin`` for some component j: a
+    mean of ``(1 + eps) exact`` is then rejected by that component alone with the power the
+    margin was built for."""
+    best = float((exact.abs() / stderr).max())
+    return margin / best if best > 0 else math.inf
+
+
 def _z_scores(estimate: torch.Tensor, exact: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
     return (estimate - exact) / stderr
 
@@ -349,11 +357,12 @@ def check_unbiased(
     smallest_p = 2 * float(torch.special.ndtr(torch.tensor(-max_abs_z, dtype=torch.float64)))
     p_value = min(1.0, tests * smallest_p)
     margin = threshold + _normal_quantile(power)
-    exact_norm_ratio = lambda se: float((exact.abs() / se).max())  # noqa: E731
-    direct_mdb = margin / max(exact_norm_ratio(stderr + floor), 1e-300)
-    mdb = direct_mdb
-    if paired_se is not None:
-        mdb = margin / max(exact_norm_ratio(torch.minimum(stderr + floor, paired_se)), 1e-300)
+    direct_mdb = _detectable(margin, exact, stderr + floor)
+    mdb = (
+        direct_mdb
+        if paired_se is None
+        else _detectable(margin, exact, torch.minimum(stderr + floor, paired_se))
+    )
     return UnbiasednessReport(
         name=resolved.name,
         order=order,
