@@ -193,7 +193,7 @@ def _check_leaks(out: torch.Tensor, batch: _Batch) -> list[Finding]:
     return findings
 
 
-def _check_orders(out: torch.Tensor, batch: _Batch, claims: UnbiasedOrders) -> list[Finding]:
+def _check_orders(out: torch.Tensor, batch: _Batch, claims: UnbiasedOrders, seed: int) -> list[Finding]:
     """Order 1: a gradient. Order k claimed: a connected, non-zero k-th mixed derivative across
     time steps 0..k-1 (directions random over episodes, each supported on one time step)."""
     (g,) = _grad(out, [batch.log_probs], create_graph=True)
@@ -207,16 +207,13 @@ def _check_orders(out: torch.Tensor, batch: _Batch, claims: UnbiasedOrders) -> l
             )
         ]
     findings = []
-    gen = torch_generator(0, "testing", "lint", "directions")
+    gen = torch_generator(seed, "testing", "lint", "directions")
     derivative = g
     for k in range(2, max(_claimed_orders(claims), default=1) + 1):
         v = torch.zeros_like(batch.log_probs)
         v[k - 2] = 0.5 + torch.rand(v.shape[1:], generator=gen, dtype=torch.float64)
         projected = (derivative * v).sum()
-        if not projected.requires_grad:
-            (nxt,) = (None,)
-        else:
-            (nxt,) = _grad(projected, [batch.log_probs], create_graph=True)
+        (nxt,) = _grad(projected, [batch.log_probs], create_graph=True)
         # the k-th mixed derivative across steps 0..k-1: project on a direction at step k - 1
         w = torch.zeros_like(batch.log_probs)
         w[k - 1] = 0.5 + torch.rand(w.shape[1:], generator=gen, dtype=torch.float64)
@@ -351,7 +348,7 @@ def lint_surrogate(
         findings += _check_value(out, batch, value)
         findings += _check_episodes(estimator, batch, out, kwargs)
     findings += _check_leaks(out, batch)
-    findings += _check_orders(out, batch, claims_orders)
+    findings += _check_orders(out, batch, claims_orders, seed)
     if per_episode:
         findings += _check_batch_axes(estimator, seed, kwargs)
     return findings
