@@ -76,7 +76,7 @@ def test_paired_test_removes_the_shared_noise():
     assert torch.equal(direct.z, paired.z)
 
 
-def test_an_exact_copy_and_a_deterministic_exact_estimator_pass():
+def test_an_exact_plug_in_copy_of_dice_passes():
     assert check_unbiased(dice_copy, 2, num_groups=2000).passed
 
 
